@@ -1,2 +1,3 @@
 """nucstudy: nuclear instance segmentation and classification in H&E histology."""
+
 __version__ = "0.1.0"

@@ -142,9 +142,7 @@ def get_scheme(scheme: str | ClassScheme) -> ClassScheme:
     try:
         return SCHEMES[str(scheme).lower()]
     except KeyError:
-        raise ValueError(
-            f"unknown class scheme {scheme!r}; known: {', '.join(SCHEMES)}"
-        ) from None
+        raise ValueError(f"unknown class scheme {scheme!r}; known: {', '.join(SCHEMES)}") from None
 
 
 def class_weights(scheme: ClassScheme, by_name: dict[str, float]) -> tuple[float, ...]:
@@ -159,7 +157,5 @@ def class_weights(scheme: ClassScheme, by_name: dict[str, float]) -> tuple[float
     """
     missing = [name for name in scheme.names if name not in by_name]
     if missing:
-        raise ValueError(
-            f"no weight for class(es) {', '.join(missing)} of scheme {scheme.name!r}"
-        )
+        raise ValueError(f"no weight for class(es) {', '.join(missing)} of scheme {scheme.name!r}")
     return tuple(float(by_name[name]) for name in scheme.names)
