@@ -1,0 +1,39 @@
+"""Data in the CoNIC layout: loaders, the synthetic generator, targets, augmentation, datasets."""
+
+from nucstudy.data.augment import augment_pair, build_augmentation
+from nucstudy.data.conic import (
+    CHALLENGE_CROP,
+    CONIC_MPP,
+    ConicData,
+    challenge_crop,
+    count_nuclei,
+    load_conic,
+    save_conic,
+    validate_labels,
+)
+from nucstudy.data.consep import CONSEP_MPP, import_consep256, tile_of
+from nucstudy.data.dataset import NucleiDataset, make_loader
+from nucstudy.data.split import split_by_source
+from nucstudy.data.synthetic import synthetic_conic
+from nucstudy.data.targets import make_targets
+
+__all__ = [
+    "CHALLENGE_CROP",
+    "CONIC_MPP",
+    "CONSEP_MPP",
+    "ConicData",
+    "NucleiDataset",
+    "augment_pair",
+    "build_augmentation",
+    "challenge_crop",
+    "count_nuclei",
+    "import_consep256",
+    "load_conic",
+    "make_loader",
+    "make_targets",
+    "save_conic",
+    "split_by_source",
+    "synthetic_conic",
+    "tile_of",
+    "validate_labels",
+]

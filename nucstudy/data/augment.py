@@ -1,0 +1,76 @@
+"""Training augmentation (albumentations), the paper's list.
+
+Horizontal and vertical flips, random rescale and rotation (one affine warp), a random crop
+and random HSV jitter. The label map (instance and class channels) is warped with nearest
+interpolation, so instance ids and class ids survive unchanged; areas brought in from outside
+the patch are filled with white glass in the image and background in the labels.
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+
+GLASS_RGB = (242, 240, 245)  # the colour of an empty slide, used to fill warped-in corners
+
+
+def build_augmentation(
+    crop_size: int | None = None,
+    scale: tuple[float, float] = (0.8, 1.25),
+    rotate: tuple[float, float] = (-180.0, 180.0),
+    hsv: tuple[int, int, int] = (8, 20, 12),
+) -> A.Compose:
+    """The training augmentation pipeline.
+
+    Args:
+        crop_size: side of the random square crop in pixels; ``None`` keeps the full patch.
+        scale: range of the random rescale factor.
+        rotate: range of the random rotation in degrees.
+        hsv: maximum shifts of hue, saturation and value (OpenCV 8-bit HSV units).
+
+    Returns:
+        An albumentations Compose taking ``image`` (H x W x 3 uint8) and ``mask``
+        (H x W x 2 int32, [instance, class]) and returning both augmented.
+    """
+    steps: list[A.BasicTransform] = [
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.Affine(
+            scale=scale,
+            rotate=rotate,
+            interpolation=cv2.INTER_LINEAR,
+            mask_interpolation=cv2.INTER_NEAREST,
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=GLASS_RGB,
+            fill_mask=0,
+            p=0.8,
+        ),
+    ]
+    if crop_size is not None:
+        steps.append(A.RandomCrop(height=crop_size, width=crop_size))
+    steps.append(
+        A.HueSaturationValue(
+            hue_shift_limit=hsv[0], sat_shift_limit=hsv[1], val_shift_limit=hsv[2], p=0.8
+        )
+    )
+    return A.Compose(steps)
+
+
+def augment_pair(
+    transform: A.Compose, image: np.ndarray, label: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply ``transform`` to one image and its label map, reproducibly for ``seed``.
+
+    Args:
+        transform: from :func:`build_augmentation`.
+        image: H x W x 3 uint8 RGB.
+        label: H x W x 2 int32, [instance, class].
+        seed: seeds this call alone, so the result does not depend on what ran before.
+
+    Returns:
+        The augmented image (h x w x 3 uint8) and label map (h x w x 2 int32).
+    """
+    transform.set_random_seed(seed)
+    out = transform(image=np.ascontiguousarray(image), mask=np.ascontiguousarray(label))
+    return out["image"], out["mask"].astype(np.int32, copy=False)

@@ -1,0 +1,106 @@
+"""CoNSeP-256: real CoNSeP patches (40x, 256 x 256) read into the CoNIC layout.
+
+The folder ``<src>/<split>/`` holds ``images/<name>.jpg`` (RGB) and ``labels.npz`` with
+``labels`` (N x 256 x 256 x 2 uint16, [instance, class]), ``names`` (image names, same
+order) and ``class_names`` (HoVer-Net's merged CoNSeP classes). Patches of one source tile
+share the name prefix ``<split>_<tile>``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from nucstudy.classes import CONSEP
+from nucstudy.data.conic import ConicData, validate_labels
+
+#: Resolution of CoNSeP, microns per pixel (40x).
+CONSEP_MPP = 0.25
+SPLITS = ("train", "test")
+_TILE = re.compile(r"^(.*)_[^_]+$")
+
+
+def import_consep256(
+    src: str | os.PathLike, split: str = "train", resample: bool = False
+) -> ConicData:
+    """Read one split of CoNSeP-256 into a :class:`ConicData` with the CONSEP scheme.
+
+    Args:
+        src: the CoNSeP-256 folder (holding ``train/`` and ``test/``).
+        split: ``"train"`` or ``"test"``.
+        resample: halve the resolution to CoNIC's 0.5 um/px: images are area-averaged over
+            2 x 2 blocks, labels take the top-left pixel of each block (nearest), giving
+            128 x 128 patches. Nuclei that vanish are simply absent; ids are kept.
+
+    Returns:
+        ConicData with images N x S x S x 3 uint8 RGB, labels N x S x S x 2 int32 (S = 256,
+        or 128 when resampled), ``mpp`` 0.25 (0.5 when resampled), and ``patch_info`` with
+        columns ``name`` and ``source`` (the tile, e.g. ``train_7``).
+
+    Raises:
+        FileNotFoundError: the folder, ``labels.npz`` or an image is missing.
+        ValueError: a bad split name, or malformed labels, class names or images.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    folder = Path(src) / split
+    labels_path = folder / "labels.npz"
+    if not labels_path.is_file():
+        raise FileNotFoundError(f"{labels_path}: file not found (is {src} a CoNSeP-256 folder?)")
+    with np.load(labels_path, allow_pickle=False) as archive:
+        missing = {"labels", "names", "class_names"} - set(archive.files)
+        if missing:
+            raise ValueError(f"{labels_path}: missing array(s) {', '.join(sorted(missing))}")
+        labels, names = archive["labels"], archive["names"].astype(str)
+        class_names = tuple(archive["class_names"].astype(str))
+    if class_names != CONSEP.names:
+        raise ValueError(
+            f"{labels_path}: class_names {class_names} differ from the CONSEP scheme's "
+            f"{CONSEP.names}"
+        )
+    if len(names) != len(labels):
+        raise ValueError(f"{labels_path}: {len(names)} names for {len(labels)} label maps")
+    validate_labels(labels, CONSEP, where=str(labels_path))
+    images = np.stack(
+        [_read_rgb(folder / "images" / f"{name}.jpg", labels.shape[1:3]) for name in names]
+    )
+    labels = labels.astype(np.int32)
+    mpp = CONSEP_MPP
+    if resample:
+        images, labels, mpp = _halve(images), labels[:, ::2, ::2], CONSEP_MPP * 2
+        labels = np.ascontiguousarray(labels)
+    patch_info = pd.DataFrame({"name": names, "source": [tile_of(name) for name in names]})
+    return ConicData(images, labels, CONSEP, mpp, patch_info)
+
+
+def tile_of(name: str) -> str:
+    """The source tile of a CoNSeP-256 patch name: ``"train_7_012"`` -> ``"train_7"``."""
+    match = _TILE.match(name)
+    if match is None:
+        raise ValueError(f"patch name {name!r} does not read <split>_<tile>_<k>")
+    return match.group(1)
+
+
+def _read_rgb(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: image not found")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: not a readable image")
+    if image.shape[:2] != tuple(shape):
+        raise ValueError(
+            f"{path}: {image.shape[1]} x {image.shape[0]} px, labels are {shape[1]} x {shape[0]}"
+        )
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _halve(images: np.ndarray) -> np.ndarray:
+    """Average 2 x 2 blocks: N x H x W x 3 uint8 -> N x H/2 x W/2 x 3 uint8 (rounded)."""
+    n, h, w, c = images.shape
+    blocks = images.reshape(n, h // 2, 2, w // 2, 2, c).astype(np.float32)
+    return np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)

@@ -1,0 +1,108 @@
+"""A torch Dataset of patches and their NP/HV/TP targets, and a seeded DataLoader factory."""
+
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from nucstudy.data.augment import augment_pair
+from nucstudy.data.conic import ConicData
+from nucstudy.data.targets import make_targets
+
+
+class NucleiDataset(Dataset):
+    """Patches of a :class:`ConicData` with the targets of the three heads.
+
+    Each item is a dict of tensors:
+
+    - ``"image"``: 3 x H x W float32 in [0, 1] (RGB);
+    - ``"np"``: H x W int64, 1 on nuclei;
+    - ``"hv"``: 2 x H x W float32 (channel 0 horizontal, 1 vertical);
+    - ``"tp"``: H x W int64 class ids;
+    - ``"label"``: H x W x 2 int32, the (augmented) instance and class maps, for scoring;
+    - ``"index"``: the patch's index in ``data``.
+
+    Augmentation is seeded per item from (``seed``, epoch, index), so an item is the same in
+    every run and whatever process or worker loads it; call :meth:`set_epoch` at the start of
+    each epoch to draw new augmentations.
+
+    Args:
+        data: the patches.
+        indices: which patches (default all).
+        augment: from :func:`~nucstudy.data.augment.build_augmentation`, or None (validation).
+        seed: base seed of the augmentation.
+    """
+
+    def __init__(
+        self,
+        data: ConicData,
+        indices: np.ndarray | list[int] | None = None,
+        augment: A.Compose | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.data = data
+        self.indices = np.arange(len(data)) if indices is None else np.asarray(indices, np.int64)
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(data)):
+            raise ValueError(f"indices must lie in 0..{len(data) - 1}")
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentations of ``epoch`` (no effect without augmentation)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        index = int(self.indices[item])
+        image = np.asarray(self.data.images[index])
+        label = np.asarray(self.data.labels[index], dtype=np.int32)
+        if self.augment is not None:
+            seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+            image, label = augment_pair(self.augment, image, label, seed)
+        targets = make_targets(label[..., 0], label[..., 1])
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+            / 255.0,
+            "np": torch.from_numpy(targets["np"].astype(np.int64)),
+            "hv": torch.from_numpy(targets["hv"]),
+            "tp": torch.from_numpy(targets["tp"]),
+            "label": torch.from_numpy(np.ascontiguousarray(label)),
+            "index": torch.tensor(index),
+        }
+
+
+def make_loader(
+    dataset: NucleiDataset,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader whose shuffling order depends only on ``seed`` (and the epoch count).
+
+    Args:
+        dataset: the dataset.
+        batch_size: patches per batch.
+        shuffle: shuffle the order each epoch, from a generator seeded with ``seed``.
+        seed: seed of the shuffling generator.
+        num_workers: loader processes (0 loads in the main process).
+        drop_last: drop a last incomplete batch.
+    """
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
