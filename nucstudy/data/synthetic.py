@@ -169,9 +169,12 @@ class _PatchPainter:
     def _stroma(self) -> None:
         size, rng = self.size, self.rng
         fibres = _directional_noise(rng, size, self.fibre_angle, length=11)
+        fibres += _directional_noise(rng, size, self.fibre_angle + rng.normal(0, 0.4), length=7)
+        fibres /= 2.0
         patches = _smooth_noise(rng, size, cells=5)
-        gaps = np.clip((patches - rng.uniform(0.5, 0.9)) * 3.0 + 0.25 * fibres, 0.0, 0.9)
-        self.eosin[:] = (0.5 + 0.12 * fibres + 0.12 * patches) * (1.0 - gaps)
+        cracks = np.clip(-fibres - rng.uniform(0.6, 1.1), 0.0, 1.0)  # white gaps between fibres
+        gaps = np.clip((patches - rng.uniform(0.5, 0.9)) * 3.0 + 1.5 * cracks, 0.0, 0.9)
+        self.eosin[:] = (0.48 + 0.08 * fibres + 0.12 * patches) * (1.0 - gaps)
         self.haem[:] = (0.06 + 0.04 * patches) * (1.0 - gaps)
 
     # -- glands and nests ------------------------------------------------------------------
@@ -182,7 +185,7 @@ class _PatchPainter:
         lumen = rng.uniform(8, 45)
         aspect = rng.uniform(0.6, 1.0)
         tilt = rng.uniform(0, 180)
-        height = rng.uniform(15, 24)  # epithelial cell height, px
+        height = rng.uniform(18, 28)  # epithelial cell height, px
         outer = lumen + height
         axes_outer = (int(outer), int(outer * aspect + height * (1 - aspect)))
         axes_lumen = (int(lumen), max(int(lumen * aspect), 3))
@@ -200,7 +203,7 @@ class _PatchPainter:
         # Nuclei at the base of the cells, long axis along the cell (radial).
         ring_a, ring_b = axes_lumen[0] + 0.68 * height, axes_lumen[1] + 0.68 * height
         perimeter = np.pi * (ring_a + ring_b)
-        count = int(perimeter / rng.uniform(7.5, 9.5))
+        count = int(perimeter / rng.uniform(9.0, 11.5))
         t = np.deg2rad(tilt)
         for phi in np.linspace(0, 2 * np.pi, count, endpoint=False) + rng.normal(0, 0.04, count):
             ex, ey = ring_a * np.cos(phi), ring_b * np.sin(phi)
@@ -301,12 +304,12 @@ class _PatchPainter:
 
 # Semi-axes of the nucleus in px at 0.5 um/px: a (long), b (short) ranges.
 _NUCLEUS_SHAPES: dict[int, dict[str, tuple[float, float]]] = {
-    LYMPHOCYTE: {"a": (3.6, 5.0), "b": (3.3, 4.6)},
-    EPITHELIAL: {"a": (6.5, 10.0), "b": (4.5, 6.5)},
-    PLASMA: {"a": (3.8, 5.0), "b": (3.2, 4.4)},
-    EOSINOPHIL: {"a": (5.0, 6.0), "b": (3.0, 3.8)},
-    NEUTROPHIL: {"a": (5.0, 6.2), "b": (3.6, 4.6)},
-    CONNECTIVE: {"a": (7.5, 13.0), "b": (1.8, 3.0)},
+    LYMPHOCYTE: {"a": (4.0, 5.4), "b": (3.7, 5.0)},
+    EPITHELIAL: {"a": (8.0, 11.5), "b": (5.2, 7.2)},
+    PLASMA: {"a": (4.3, 5.6), "b": (3.7, 4.8)},
+    EOSINOPHIL: {"a": (5.5, 6.6), "b": (3.3, 4.2)},
+    NEUTROPHIL: {"a": (5.5, 6.8), "b": (4.0, 5.0)},
+    CONNECTIVE: {"a": (8.5, 14.0), "b": (2.2, 3.6)},
 }
 
 
@@ -384,7 +387,7 @@ def _nucleus_density(kind: int, mask: np.ndarray, rng: np.random.Generator) -> n
     grain = rng.standard_normal(mask.shape, dtype=np.float32)
     grain = cv2.GaussianBlur(grain, (0, 0), 0.8)
     if kind == EPITHELIAL:  # vesicular: dark rim, pale centre, coarse chromatin, a nucleolus
-        density = 0.45 + 0.9 * np.exp(-(depth - 1.0) / 1.2) + 0.3 * grain
+        density = 0.4 + 0.8 * np.exp(-(depth - 1.0) / 1.2) + 0.3 * grain
         if rng.random() < 0.6:
             cy, cx = np.unravel_index(np.argmax(depth), depth.shape)
             cv2.circle(density, (int(cx + rng.integers(-1, 2)), int(cy)), 1, 1.6, -1)

@@ -1,0 +1,102 @@
+"""Figures shared by the main job, the notebooks and the book."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Patch
+from skimage.segmentation import find_boundaries
+
+from nucstudy.classes import ClassScheme
+from nucstudy.data.conic import ConicData
+from nucstudy.io import atomic_write
+
+
+def outline_nuclei(image: np.ndarray, label: np.ndarray, scheme: ClassScheme) -> np.ndarray:
+    """Draw each nucleus's outline in its class colour.
+
+    Args:
+        image: H x W x 3 uint8 RGB.
+        label: H x W x 2 integer, [instance, class].
+        scheme: class scheme giving the colours.
+
+    Returns:
+        H x W x 3 uint8 copy of ``image`` with 1 px inner outlines.
+    """
+    inst, cls = label[..., 0], label[..., 1]
+    edges = find_boundaries(inst, mode="inner") & (inst > 0)
+    out = image.copy()
+    out[edges] = scheme.colour_table()[cls[edges]]
+    return out
+
+
+def class_legend(scheme: ClassScheme) -> list[Patch]:
+    """Legend handles, one per foreground class, in the scheme's colours."""
+    colours = scheme.colour_table() / 255.0
+    return [
+        Patch(facecolor=colours[i], edgecolor="black", label=name)
+        for i, name in zip(scheme.foreground_ids, scheme.foreground_names, strict=True)
+    ]
+
+
+def plot_sources(
+    panels: Sequence[tuple[str, ConicData]], per_source: int = 3, seed: int = 0
+) -> plt.Figure:
+    """Patches of several data sources side by side, nuclei outlined in class colours.
+
+    Args:
+        panels: (title, data) pairs; one row per pair, each with its own class legend.
+        per_source: patches shown per row.
+        seed: which patches are picked (at random, reproducibly).
+
+    Returns:
+        The matplotlib Figure.
+    """
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(
+        len(panels), per_source, figsize=(3.2 * per_source + 2.2, 3.3 * len(panels)), squeeze=False
+    )
+    for row, (title, data) in enumerate(panels):
+        picks = np.sort(rng.choice(len(data), size=min(per_source, len(data)), replace=False))
+        for col, ax in enumerate(axes[row]):
+            ax.set_axis_off()
+            if col >= len(picks):
+                continue
+            k = picks[col]
+            ax.imshow(
+                outline_nuclei(np.asarray(data.images[k]), np.asarray(data.labels[k]), data.scheme)
+            )
+            name = data.patch_info["source"].iloc[k]
+            ax.set_title(f"{name}\n{data.mpp:g} µm/px, {data.images.shape[1]} px", fontsize=8)
+        axes[row, 0].text(
+            -0.08,
+            0.5,
+            title,
+            transform=axes[row, 0].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=11,
+            fontweight="bold",
+        )
+        axes[row, -1].legend(
+            handles=class_legend(data.scheme),
+            loc="center left",
+            bbox_to_anchor=(1.02, 0.5),
+            fontsize=8,
+            frameon=False,
+        )
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save ``fig`` as PNG atomically and close it; returns the path."""
+    path = Path(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
+    plt.close(fig)
+    return path
