@@ -47,11 +47,17 @@ def _step(message: str) -> None:
     print(f"[nucstudy {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def run(out: Path, n_synthetic: int, consep: Path | None, seed: int) -> pd.DataFrame:
-    """Build the data outputs of the study under ``out``; returns the summary table."""
+def run(
+    out: Path, data_dir: Path, n_synthetic: int, consep: Path | None, seed: int
+) -> pd.DataFrame:
+    """Write the data summary and figure under ``out``, the synthetic set under ``data_dir``.
+
+    Returns:
+        The summary table (see :func:`summarise`).
+    """
     _step(f"generating {n_synthetic} synthetic patches (seed {seed})")
     synthetic = synthetic_conic(n_synthetic, seed=seed)
-    save_conic(synthetic, out / "data" / "synthetic")
+    save_conic(synthetic, data_dir / "synthetic")
     panels = [("synthetic (CoNIC classes)", synthetic)]
     summaries = [summarise("synthetic", synthetic)]
     if consep is not None:
@@ -76,22 +82,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m nucstudy.study", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--out", type=Path, default=Path("results/study"), help="output folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/study"),
+        help="folder for the summary and figures",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("data"), help="folder for generated data sets"
+    )
     parser.add_argument("--synthetic", type=int, default=64, help="synthetic patches to generate")
     parser.add_argument(
         "--consep",
         type=Path,
-        default=DEFAULT_CONSEP,
-        help="CoNSeP-256 folder (default: ../shared/data/consep256 beside the repository)",
+        default=None,
+        help="CoNSeP-256 folder (default: ../shared/data/consep256 beside the repository, "
+        "used when present)",
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.synthetic < 1:
         parser.error("--synthetic must be at least 1")
-    consep = args.consep if (args.consep / "train" / "labels.npz").is_file() else None
-    if consep is None and args.consep != DEFAULT_CONSEP:
-        parser.error(f"--consep: {args.consep} is not a CoNSeP-256 folder (no train/labels.npz)")
-    summary = run(args.out, args.synthetic, consep, args.seed)
+    consep = args.consep
+    if consep is None:
+        consep = DEFAULT_CONSEP if (DEFAULT_CONSEP / "train" / "labels.npz").is_file() else None
+    elif not (consep / "train" / "labels.npz").is_file():
+        parser.error(f"--consep: {consep} is not a CoNSeP-256 folder (no train/labels.npz)")
+    summary = run(args.out, args.data_dir, args.synthetic, consep, args.seed)
     with pd.option_context("display.width", 120, "display.float_format", "{:.3f}".format):
         print(
             summary.pivot(index="class", columns="source", values="nuclei").fillna(0).astype(int)

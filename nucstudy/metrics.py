@@ -1,0 +1,513 @@
+"""Instance segmentation and classification metrics, scored as the CoNIC 2022 challenge does.
+
+The challenge ranks by two numbers:
+
+- **mPQ+** (:func:`conic_metrics` key ``"mpq+"``): for every class c, each map is first
+  restricted to the pixels of class c (a nucleus painted with two classes becomes two
+  objects); true and predicted objects are matched when their IoU is strictly above 0.5;
+  TP, FP, FN and the sum of matched IoUs are *added up over the whole data set*, then
+  DQ_c = TP / (TP + FP/2 + FN/2 + 1e-6), SQ_c = sum IoU / (TP + 1e-6), PQ_c = DQ_c x SQ_c, and
+  mPQ+ is the mean of PQ_c over the classes. A class absent on both sides scores 0.
+- **R²** (key ``"r2"``): nuclei per class counted on the central region
+  (:func:`nucstudy.data.count_nuclei`), one coefficient of determination per class with
+  scikit-learn's conventions (:func:`r2_per_class`), averaged over classes.
+
+Beside them: ``"pq"``, class-agnostic PQ computed per image and averaged over images (the
+challenge's auxiliary number; an image empty on both sides scores 0); ``"mpq_per_image"``,
+the PanNuke-style multi-class PQ (per image, the mean PQ over the classes present in the
+truth, then the mean over images); ``"aji"`` (aggregated Jaccard index) and ``"dice"``
+(binary Dice), each per image and averaged over the images with a nucleus on either side.
+mPQ+ pools before dividing and ``mpq_per_image`` averages ratios: they are different numbers.
+
+How it is fast: instead of a full-image mask per nucleus, every foreground pixel of a batch
+of patches is reduced to one integer key (patch, true id, true class, predicted id,
+predicted class) and the keys are counted once (:func:`overlap_table`). Every area,
+intersection and IoU is then a sum over that small table. Because a match needs IoU > 0.5,
+each true object has at most one partner, so no assignment problem is solved.
+
+The results equal the official scoring code (``TissueImageAnalytics/CoNIC``,
+``metrics/stats_utils.py``) to rounding: the IoUs are the same quotients of the same
+integers and only the order of floating-point sums differs. Where the official code fails
+(it raises on a map without a single background pixel) these functions follow the
+definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from nucstudy.classes import ClassScheme, get_scheme
+from nucstudy.data import challenge_crop, count_nuclei
+
+#: A predicted and a true object match when their IoU is strictly greater than this.
+MATCH_IOU = 0.5
+#: The challenge's smoothing term in DQ and SQ.
+EPS = 1e-6
+#: Patches reduced to an overlap table at a time (bounds memory on large or mapped arrays).
+CHUNK = 64
+_INT64_SAFE = 2**62
+
+
+@dataclass(frozen=True)
+class OverlapTable:
+    """Pixel counts of every distinct (patch, true object, predicted object) combination.
+
+    One row per distinct tuple (image, true_id, true_class, pred_id, pred_class) found on a
+    pixel where the truth or the prediction is foreground; rows sorted in that order. A
+    row with ``pred_id == 0`` counts true pixels on predicted background, and the other way
+    round. Class ids on background (id 0) pixels are set to 0.
+
+    Attributes:
+        image, true_id, true_class, pred_id, pred_class: int64 arrays of shape (R,).
+        pixels: int64 array (R,), the number of pixels with that combination.
+        n_images: number of patches the table covers.
+    """
+
+    image: np.ndarray
+    true_id: np.ndarray
+    true_class: np.ndarray
+    pred_id: np.ndarray
+    pred_class: np.ndarray
+    pixels: np.ndarray
+    n_images: int
+
+    def to_frame(self) -> pd.DataFrame:
+        """The table as a DataFrame, one column per attribute (for notebooks)."""
+        names = ("image", "true_id", "true_class", "pred_id", "pred_class", "pixels")
+        return pd.DataFrame({name: getattr(self, name) for name in names})
+
+
+@dataclass(frozen=True)
+class MatchCounts:
+    """PQ statistics per image and group, before any division.
+
+    Attributes:
+        tp, fp, fn: int64 arrays N x G: matched pairs, unmatched predicted objects,
+            unmatched true objects.
+        sum_iou: float64 array N x G, the sum of the matched pairs' IoUs.
+
+    G is the number of class ids of the scheme (column = class id, column 0 always zero)
+    for per-class matching, 1 for class-agnostic matching.
+    """
+
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    sum_iou: np.ndarray
+
+
+def panoptic_quality(
+    tp: np.ndarray | float, fp: np.ndarray | float, fn: np.ndarray | float, sum_iou
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DQ, SQ and PQ from counts, exactly as the challenge divides (with its 1e-6 terms).
+
+    DQ = TP / (TP + FP/2 + FN/2 + 1e-6), SQ = sum IoU / (TP + 1e-6), PQ = DQ x SQ. Works
+    elementwise on arrays of any (matching) shape; all zero counts give 0.
+    """
+    tp, fp, fn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn))
+    dq = tp / ((tp + 0.5 * fp + 0.5 * fn) + EPS)
+    sq = np.asarray(sum_iou, dtype=np.float64) / (tp + EPS)
+    return dq, sq, dq * sq
+
+
+# -- input checks -----------------------------------------------------------------------------
+
+
+def _check_maps(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check the N x H x W x 2 layout and dtypes; return both as arrays (maps stay mapped)."""
+    arrays = []
+    for name, array in (("pred", pred), ("true", true)):
+        if not isinstance(array, np.ndarray):
+            array = np.asarray(array)
+        if array.ndim != 4 or array.shape[-1] != 2:
+            raise ValueError(f"{name}: expected shape N x H x W x 2, got {array.shape}")
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"{name}: expected an integer dtype, got {array.dtype}")
+        arrays.append(array)
+    pred, true = arrays
+    if pred.shape != true.shape:
+        raise ValueError(f"pred {pred.shape} and true {true.shape} differ in shape")
+    return pred, true
+
+
+def _check_values(chunk: np.ndarray, scheme: ClassScheme, name: str, start: int) -> None:
+    """Instance ids must be >= 0 and class ids within the scheme."""
+    if chunk.size == 0:
+        return
+    if int(chunk[..., 0].min()) < 0:
+        raise ValueError(f"{name}: negative instance id in patches {start}..")
+    scheme.check_ids(chunk[..., 1], f"{name} class map (patches {start}..)")
+
+
+# -- the overlap table ------------------------------------------------------------------------
+
+
+def overlap_table(
+    pred: np.ndarray, true: np.ndarray, scheme: ClassScheme | str, chunk: int = CHUNK
+) -> OverlapTable:
+    """Count the pixels of every (patch, true object, predicted object) combination.
+
+    Args:
+        pred, true: N x H x W x 2 integer arrays (channel 0 instance ids, 0 background, any
+            non-negative ids; channel 1 class ids of ``scheme``). May be memory-mapped.
+        scheme: the class scheme (or its name) both class maps follow.
+        chunk: patches reduced at a time.
+
+    Returns:
+        The :class:`OverlapTable` of the whole batch.
+
+    Raises:
+        ValueError: wrong shape or dtype, shapes that differ, a negative instance id or a
+            class id outside the scheme.
+    """
+    scheme = get_scheme(scheme)
+    pred, true = _check_maps(pred, true)
+    parts = []
+    for start in range(0, len(true), chunk):
+        p = np.asarray(pred[start : start + chunk])
+        t = np.asarray(true[start : start + chunk])
+        _check_values(p, scheme, "pred", start)
+        _check_values(t, scheme, "true", start)
+        part = _chunk_table(t, p, scheme.n_classes)
+        part[0] += start
+        parts.append(part)
+    columns = (
+        np.concatenate(parts, axis=1) if parts else np.zeros((6, 0), dtype=np.int64)
+    )
+    return OverlapTable(*columns, n_images=len(true))
+
+
+def _chunk_table(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Overlap rows of one chunk as a 6 x R int64 array (image index local to the chunk)."""
+    n, height, width, _ = true.shape
+    t_flat, p_flat = true.reshape(-1, 2), pred.reshape(-1, 2)
+    pixel = np.flatnonzero((t_flat[:, 0] > 0) | (p_flat[:, 0] > 0))
+    t_vals = t_flat[pixel].astype(np.int64)
+    p_vals = p_flat[pixel].astype(np.int64)
+    image = pixel // (height * width)
+    t_id, p_id = t_vals[:, 0], p_vals[:, 0]
+    t_cls = np.where(t_id > 0, t_vals[:, 1], 0)
+    p_cls = np.where(p_id > 0, p_vals[:, 1], 0)
+
+    t_names, p_names = None, None
+    if not _key_fits(n, t_id, p_id, n_classes):  # huge ids: count by rank, report the ids
+        t_names, t_id = _ranks(t_id)
+        p_names, p_id = _ranks(p_id)
+    radix = (n, _bound(t_id), n_classes, _bound(p_id), n_classes)
+    key = image
+    for column, base in zip((t_id, t_cls, p_id, p_cls), radix[1:]):
+        key = key * base + column
+    keys, pixels = np.unique(key, return_counts=True)
+    columns = []
+    for base in radix[:0:-1]:
+        keys, column = np.divmod(keys, base)
+        columns.append(column)
+    image_col = keys
+    p_cls_col, p_id_col, t_cls_col, t_id_col = columns
+    if t_names is not None:
+        t_id_col, p_id_col = t_names[t_id_col], p_names[p_id_col]
+    return np.stack([image_col, t_id_col, t_cls_col, p_id_col, p_cls_col, pixels])
+
+
+def _bound(ids: np.ndarray) -> int:
+    return int(ids.max()) + 1 if ids.size else 1
+
+
+def _key_fits(n: int, t_id: np.ndarray, p_id: np.ndarray, n_classes: int) -> bool:
+    return n * _bound(t_id) * _bound(p_id) * n_classes * n_classes < _INT64_SAFE
+
+
+def _ranks(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values (0 first) and each id's rank among them; rank 0 stays background."""
+    names = np.unique(np.concatenate([[0], ids]))
+    return names, np.searchsorted(names, ids)
+
+
+# -- matching ---------------------------------------------------------------------------------
+
+
+def _group(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Number the distinct rows of ``columns`` in lexicographic order.
+
+    Returns:
+        (inverse, first): inverse[i] = group of row i; first[g] = one row of group g.
+    """
+    if columns[0].size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.lexsort(columns[::-1])
+    new = np.zeros(order.size, dtype=bool)
+    new[0] = True
+    for column in columns:
+        ordered = column[order]
+        new[1:] |= ordered[1:] != ordered[:-1]
+    inverse = np.empty(order.size, dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return inverse, order[new]
+
+
+@dataclass(frozen=True)
+class _Objects:
+    """Objects of one side: per object its area, image and group; per table row its object."""
+
+    area: np.ndarray
+    image: np.ndarray
+    group: np.ndarray
+    of_row: np.ndarray  # -1 where the row belongs to no object
+
+
+def _objects(
+    image: np.ndarray, ids: np.ndarray, group: np.ndarray, valid: np.ndarray, pixels: np.ndarray
+) -> _Objects:
+    """Group the table rows marked ``valid`` into objects keyed by (image, group, id)."""
+    rows = np.flatnonzero(valid)
+    inverse, first = _group(image[rows], group[rows], ids[rows])
+    of_row = np.full(ids.size, -1, dtype=np.int64)
+    of_row[rows] = inverse
+    area = np.bincount(inverse, weights=pixels[rows], minlength=first.size)
+    return _Objects(area, image[rows][first], group[rows][first], of_row)
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """Overlapping (true object, predicted object) pairs of one matching."""
+
+    true_obj: np.ndarray
+    pred_obj: np.ndarray
+    inter: np.ndarray  # float64 pixel counts
+    union: np.ndarray
+
+
+def _pairs(table: OverlapTable, by_class: bool) -> tuple[_Objects, _Objects, _Pairs]:
+    """Objects of both sides and their overlapping pairs, per class or class-agnostic."""
+    if by_class:  # an object is the pixels of one id that carry one class (never class 0)
+        t_group, p_group = table.true_class, table.pred_class
+        t_valid = (table.true_id > 0) & (t_group > 0)
+        p_valid = (table.pred_id > 0) & (p_group > 0)
+    else:
+        t_group = p_group = np.zeros_like(table.true_class)
+        t_valid, p_valid = table.true_id > 0, table.pred_id > 0
+    true = _objects(table.image, table.true_id, t_group, t_valid, table.pixels)
+    pred = _objects(table.image, table.pred_id, p_group, p_valid, table.pixels)
+    rows = np.flatnonzero(t_valid & p_valid & (t_group == p_group))
+    inverse, first = _group(true.of_row[rows], pred.of_row[rows])
+    inter = np.bincount(inverse, weights=table.pixels[rows], minlength=first.size)
+    t_obj, p_obj = true.of_row[rows][first], pred.of_row[rows][first]
+    union = true.area[t_obj] + pred.area[p_obj] - inter
+    return true, pred, _Pairs(t_obj, p_obj, inter, union)
+
+
+def match_counts(table: OverlapTable, n_groups: int, by_class: bool) -> MatchCounts:
+    """TP, FP, FN and sum of IoUs per image and group, matching at IoU > 0.5.
+
+    Args:
+        table: the batch's :func:`overlap_table`.
+        n_groups: the scheme's number of class ids when ``by_class``, else 1.
+        by_class: restrict both maps to each class before matching (mPQ+), or match
+            class-agnostic instances (PQ).
+
+    Returns:
+        :class:`MatchCounts` with arrays of shape ``table.n_images x n_groups``.
+    """
+    true, pred, pairs = _pairs(table, by_class)
+    iou = pairs.inter / pairs.union
+    matched = iou > MATCH_IOU
+    cells = table.n_images * n_groups
+
+    def per_cell(image, group, weights=None):
+        counts = np.bincount(image * n_groups + group, weights=weights, minlength=cells)
+        return counts.reshape(table.n_images, n_groups)
+
+    m_image = true.image[pairs.true_obj[matched]]
+    m_group = true.group[pairs.true_obj[matched]]
+    tp = per_cell(m_image, m_group).astype(np.int64)
+    sum_iou = per_cell(m_image, m_group, iou[matched]).astype(np.float64)
+    return MatchCounts(
+        tp=tp,
+        fp=per_cell(pred.image, pred.group) - tp,
+        fn=per_cell(true.image, true.group) - tp,
+        sum_iou=sum_iou,
+    )
+
+
+# -- per-image segmentation scores -------------------------------------------------------------
+
+
+def aji_per_image(table: OverlapTable) -> np.ndarray:
+    """Aggregated Jaccard index of each image (class-agnostic), as MoNuSeg defines it.
+
+    Each true nucleus is paired with the predicted nucleus of highest
+    intersection / (union + 1e-6) among those it overlaps (ties to the lower predicted
+    id; one prediction may serve several true nuclei). AJI = sum of paired intersections /
+    (sum of paired unions + areas of unpaired true and unpaired predicted nuclei).
+
+    Returns:
+        float64 array (N,); NaN for an image with no nucleus on either side.
+    """
+    true, pred, pairs = _pairs(table, by_class=False)
+    score = pairs.inter / (pairs.union + EPS)
+    order = np.lexsort((pairs.pred_obj, -score, pairs.true_obj))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = pairs.true_obj[order][1:] != pairs.true_obj[order][:-1]
+    best = order[first]  # one pair per true nucleus that overlaps any prediction
+
+    n = table.n_images
+    image_of_best = true.image[pairs.true_obj[best]]
+    inter = np.bincount(image_of_best, weights=pairs.inter[best], minlength=n)
+    union = np.bincount(image_of_best, weights=pairs.union[best], minlength=n)
+    t_unpaired = np.ones(true.area.size, dtype=bool)
+    t_unpaired[pairs.true_obj[best]] = False
+    p_unpaired = np.ones(pred.area.size, dtype=bool)
+    p_unpaired[pairs.pred_obj[best]] = False
+    union += np.bincount(true.image[t_unpaired], weights=true.area[t_unpaired], minlength=n)
+    union += np.bincount(pred.image[p_unpaired], weights=pred.area[p_unpaired], minlength=n)
+    return _ratio_or_nan(inter, union)
+
+
+def dice_per_image(table: OverlapTable) -> np.ndarray:
+    """Binary Dice of each image's nuclear foreground: 2 |T and P| / (|T| + |P|).
+
+    Returns:
+        float64 array (N,); NaN for an image with no nucleus on either side.
+    """
+    n = table.n_images
+    t_fg, p_fg = table.true_id > 0, table.pred_id > 0
+    both = np.bincount(table.image[t_fg & p_fg], weights=table.pixels[t_fg & p_fg], minlength=n)
+    t_area = np.bincount(table.image[t_fg], weights=table.pixels[t_fg], minlength=n)
+    p_area = np.bincount(table.image[p_fg], weights=table.pixels[p_fg], minlength=n)
+    return _ratio_or_nan(2.0 * both, t_area + p_area)
+
+
+def _ratio_or_nan(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    out = np.full(numerator.shape, np.nan)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
+
+
+def _mean_or_nan(values: np.ndarray) -> float:
+    """Mean of the non-NaN values; NaN (without a warning) when there are none."""
+    values = values[~np.isnan(values)]
+    return float(np.mean(values)) if values.size else float("nan")
+
+
+# -- counts -----------------------------------------------------------------------------------
+
+
+def r2_per_class(true_counts: np.ndarray, pred_counts: np.ndarray) -> np.ndarray:
+    """Coefficient of determination of each count column, with scikit-learn's conventions.
+
+    R² = 1 - SS_res / SS_tot per column. A constant true column (SS_tot = 0) gives 1.0 if
+    predicted exactly and 0.0 otherwise; fewer than two rows give NaN (as ``r2_score``).
+
+    Args:
+        true_counts, pred_counts: N x K arrays of counts (any real dtype), same shape.
+
+    Returns:
+        float64 array (K,).
+    """
+    true_counts = np.asarray(true_counts, dtype=np.float64)
+    pred_counts = np.asarray(pred_counts, dtype=np.float64)
+    if true_counts.ndim != 2 or true_counts.shape != pred_counts.shape:
+        raise ValueError(
+            "true_counts and pred_counts must be N x K arrays of one shape, got "
+            f"{true_counts.shape} and {pred_counts.shape}"
+        )
+    if len(true_counts) < 2:
+        return np.full(true_counts.shape[1], np.nan)
+    ss_res = ((true_counts - pred_counts) ** 2).sum(axis=0)
+    ss_tot = ((true_counts - true_counts.mean(axis=0)) ** 2).sum(axis=0)
+    r2 = np.where(ss_res == 0, 1.0, 0.0)
+    np.subtract(1.0, ss_res / np.where(ss_tot > 0, ss_tot, 1.0), out=r2, where=ss_tot > 0)
+    return r2
+
+
+# -- everything at once -----------------------------------------------------------------------
+
+
+def conic_metrics(
+    pred: np.ndarray, true: np.ndarray, scheme: ClassScheme | str
+) -> dict[str, object]:
+    """Score predictions as the CoNIC challenge does, plus per-image PQ, AJI and Dice.
+
+    Args:
+        pred, true: N x H x W x 2 integer arrays in the CoNIC layout (channel 0 instance ids,
+            0 background, ids need not be contiguous; channel 1 class ids of ``scheme``).
+            May be memory-mapped; read ``CHUNK`` patches at a time.
+        scheme: the class scheme (or its name).
+
+    Returns:
+        A dict of plain values:
+
+        - ``"mpq+"``: the challenge's multi-class PQ, statistics pooled over all images;
+        - ``"pq"``: class-agnostic PQ per image, averaged over images;
+        - ``"r2"``: mean over classes of the R² of counts on the central region;
+        - ``"mpq_per_image"``: PanNuke-style mPQ (NOT the challenge's mPQ+);
+        - ``"aji"``, ``"dice"``: per-image scores averaged over images with any nucleus;
+        - ``"pq_per_class"``, ``"r2_per_class"``: {class name: float};
+        - ``"per_class"``: {class name: {"tp", "fp", "fn", "sum_iou", "dq", "sq", "pq"}},
+          the pooled statistics behind mPQ+;
+        - ``"per_image"``: DataFrame with one row per image, columns ``pq``,
+          ``mpq_per_image``, ``aji``, ``dice`` (NaN where undefined).
+
+    Raises:
+        ValueError: wrong shape or dtype, shapes that differ, a negative instance id or a
+            class id outside the scheme.
+    """
+    scheme = get_scheme(scheme)
+    pred, true = _check_maps(pred, true)
+    table = overlap_table(pred, true, scheme)
+
+    by_class = match_counts(table, scheme.n_classes, by_class=True)
+    tp, fp, fn = (x[:, 1:].sum(axis=0) for x in (by_class.tp, by_class.fp, by_class.fn))
+    sum_iou = by_class.sum_iou[:, 1:].sum(axis=0)
+    dq, sq, pq_class = panoptic_quality(tp, fp, fn, sum_iou)
+
+    binary = match_counts(table, 1, by_class=False)
+    pq_image = panoptic_quality(binary.tp, binary.fp, binary.fn, binary.sum_iou)[2][:, 0]
+    mpq_image = _pannuke_mpq_per_image(by_class)
+
+    crop = challenge_crop(min(true.shape[1:3]))
+    r2 = r2_per_class(count_nuclei(true, scheme, crop), count_nuclei(pred, scheme, crop))
+    names = scheme.foreground_names
+    per_image = pd.DataFrame(
+        {
+            "pq": pq_image,
+            "mpq_per_image": mpq_image,
+            "aji": aji_per_image(table),
+            "dice": dice_per_image(table),
+        }
+    )
+    return {
+        "mpq+": float(np.mean(pq_class)),
+        "pq": float(np.mean(pq_image)) if len(pq_image) else float("nan"),
+        "r2": float(np.mean(r2)),
+        "mpq_per_image": _mean_or_nan(mpq_image),
+        "aji": _mean_or_nan(per_image["aji"].to_numpy()),
+        "dice": _mean_or_nan(per_image["dice"].to_numpy()),
+        "pq_per_class": dict(zip(names, map(float, pq_class))),
+        "r2_per_class": dict(zip(names, map(float, r2))),
+        "per_class": {
+            name: {
+                "tp": int(tp[k]),
+                "fp": int(fp[k]),
+                "fn": int(fn[k]),
+                "sum_iou": float(sum_iou[k]),
+                "dq": float(dq[k]),
+                "sq": float(sq[k]),
+                "pq": float(pq_class[k]),
+            }
+            for k, name in enumerate(names)
+        },
+        "per_image": per_image,
+    }
+
+
+def _pannuke_mpq_per_image(counts: MatchCounts) -> np.ndarray:
+    """Per image, the mean PQ over the classes present in the truth (NaN if none)."""
+    tp, fp, fn, sum_iou = (x[:, 1:] for x in (counts.tp, counts.fp, counts.fn, counts.sum_iou))
+    pq = panoptic_quality(tp, fp, fn, sum_iou)[2]
+    present = (tp + fn) > 0
+    total = np.where(present, pq, 0.0).sum(axis=1)
+    return _ratio_or_nan(total, present.sum(axis=1).astype(np.float64))
