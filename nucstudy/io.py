@@ -11,6 +11,16 @@ from typing import BinaryIO
 Writer = Callable[[BinaryIO], object]
 
 
+def _file_mode() -> int:
+    """Permissions of a new file under the process's umask (mkstemp alone gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_write_many(folder: str | os.PathLike, writers: Mapping[str, Writer]) -> list[Path]:
     """Write several files into ``folder`` so that none is replaced until all are written.
 
@@ -33,6 +43,7 @@ def atomic_write_many(folder: str | os.PathLike, writers: Mapping[str, Writer]) 
         for name, write in writers.items():
             handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
             staged.append((Path(tmp), folder / name))
+            os.chmod(tmp, _FILE_MODE)
             with os.fdopen(handle, "wb") as f:
                 write(f)
                 f.flush()

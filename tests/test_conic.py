@@ -224,3 +224,9 @@ def test_failed_save_leaves_earlier_data_intact(saved, synthetic_small, monkeypa
         save_conic(broken, saved)
     after = {p.name: p.read_bytes() for p in saved.iterdir()}
     assert after == before
+
+
+def test_saved_files_are_readable_by_others(tmp_path, synthetic_small):
+    save_conic(synthetic_small.subset([0]), tmp_path)
+    mode = (tmp_path / "images.npy").stat().st_mode & 0o777
+    assert mode & 0o044 == 0o044  # not mkstemp's private 0600
