@@ -174,9 +174,7 @@ def overlap_table(
         part = _chunk_table(t, p, scheme.n_classes)
         part[0] += start
         parts.append(part)
-    columns = (
-        np.concatenate(parts, axis=1) if parts else np.zeros((6, 0), dtype=np.int64)
-    )
+    columns = np.concatenate(parts, axis=1) if parts else np.zeros((6, 0), dtype=np.int64)
     return OverlapTable(*columns, n_images=len(true))
 
 
@@ -185,8 +183,8 @@ def _chunk_table(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarr
     n, height, width, _ = true.shape
     t_flat, p_flat = true.reshape(-1, 2), pred.reshape(-1, 2)
     pixel = np.flatnonzero((t_flat[:, 0] > 0) | (p_flat[:, 0] > 0))
-    t_vals = t_flat[pixel].astype(np.int64)
-    p_vals = p_flat[pixel].astype(np.int64)
+    t_vals = np.take(t_flat, pixel, axis=0).astype(np.int64)
+    p_vals = np.take(p_flat, pixel, axis=0).astype(np.int64)
     image = pixel // (height * width)
     t_id, p_id = t_vals[:, 0], p_vals[:, 0]
     t_cls = np.where(t_id > 0, t_vals[:, 1], 0)
@@ -198,7 +196,7 @@ def _chunk_table(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarr
         p_names, p_id = _ranks(p_id)
     radix = (n, _bound(t_id), n_classes, _bound(p_id), n_classes)
     key = image
-    for column, base in zip((t_id, t_cls, p_id, p_cls), radix[1:]):
+    for column, base in zip((t_id, t_cls, p_id, p_cls), radix[1:], strict=True):
         key = key * base + column
     keys, pixels = np.unique(key, return_counts=True)
     columns = []
@@ -355,14 +353,14 @@ def aji_per_image(table: OverlapTable) -> np.ndarray:
 
     n = table.n_images
     image_of_best = true.image[pairs.true_obj[best]]
-    inter = np.bincount(image_of_best, weights=pairs.inter[best], minlength=n)
-    union = np.bincount(image_of_best, weights=pairs.union[best], minlength=n)
+    inter = _sum_per_image(image_of_best, pairs.inter[best], n)
+    union = _sum_per_image(image_of_best, pairs.union[best], n)
     t_unpaired = np.ones(true.area.size, dtype=bool)
     t_unpaired[pairs.true_obj[best]] = False
     p_unpaired = np.ones(pred.area.size, dtype=bool)
     p_unpaired[pairs.pred_obj[best]] = False
-    union += np.bincount(true.image[t_unpaired], weights=true.area[t_unpaired], minlength=n)
-    union += np.bincount(pred.image[p_unpaired], weights=pred.area[p_unpaired], minlength=n)
+    union += _sum_per_image(true.image[t_unpaired], true.area[t_unpaired], n)
+    union += _sum_per_image(pred.image[p_unpaired], pred.area[p_unpaired], n)
     return _ratio_or_nan(inter, union)
 
 
@@ -374,10 +372,15 @@ def dice_per_image(table: OverlapTable) -> np.ndarray:
     """
     n = table.n_images
     t_fg, p_fg = table.true_id > 0, table.pred_id > 0
-    both = np.bincount(table.image[t_fg & p_fg], weights=table.pixels[t_fg & p_fg], minlength=n)
-    t_area = np.bincount(table.image[t_fg], weights=table.pixels[t_fg], minlength=n)
-    p_area = np.bincount(table.image[p_fg], weights=table.pixels[p_fg], minlength=n)
+    both = _sum_per_image(table.image[t_fg & p_fg], table.pixels[t_fg & p_fg], n)
+    t_area = _sum_per_image(table.image[t_fg], table.pixels[t_fg], n)
+    p_area = _sum_per_image(table.image[p_fg], table.pixels[p_fg], n)
     return _ratio_or_nan(2.0 * both, t_area + p_area)
+
+
+def _sum_per_image(image: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """float64 (n,): the sum of ``values`` of each image index."""
+    return np.bincount(image, weights=values, minlength=n).astype(np.float64)
 
 
 def _ratio_or_nan(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -486,8 +489,8 @@ def conic_metrics(
         "mpq_per_image": _mean_or_nan(mpq_image),
         "aji": _mean_or_nan(per_image["aji"].to_numpy()),
         "dice": _mean_or_nan(per_image["dice"].to_numpy()),
-        "pq_per_class": dict(zip(names, map(float, pq_class))),
-        "r2_per_class": dict(zip(names, map(float, r2))),
+        "pq_per_class": dict(zip(names, map(float, pq_class), strict=True)),
+        "r2_per_class": dict(zip(names, map(float, r2), strict=True)),
         "per_class": {
             name: {
                 "tp": int(tp[k]),
