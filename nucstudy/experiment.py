@@ -1,0 +1,292 @@
+"""Experiments as data: the configuration, its presets, run folders and the results registry.
+
+A run folder is self-describing::
+
+    runs/<name>/
+      config.json      the ExperimentConfig, loadable with ExperimentConfig.load
+      env.json         package versions, device, git commit, start and end time
+      history.csv      one row per epoch: loss terms, lr, metrics, seconds, images/s
+      metrics.json     evaluation: overall and per class (written by nucstudy.predict)
+      checkpoints/     best.pt and last.pt (git-ignored)
+
+:func:`collect` gathers many run folders into one DataFrame for the notebooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nucstudy.io import atomic_write_text
+
+CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE = (
+    "config.json",
+    "env.json",
+    "history.csv",
+    "metrics.json",
+)
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that defines one training run.
+
+    Attributes:
+        name: run name (the default run folder is ``<out_root>/<name>``).
+        model: registered model name (``"seresunet"``, ``"hovernet"``).
+        model_options: keyword options of the model (``width``, ``depth``, ``use_se``,
+            ``use_ca``, ...).
+        class_weights: TP class weights: ``"paper"`` (the paper's, mapped by class name onto
+            the data's scheme), ``None`` (plain cross-entropy: the "no class weights"
+            ablation), or one float per class of the scheme.
+        loss: ``"paper"`` (eqs. 1-5) or ``"hovernet"`` (HoVer-Net's loss).
+        data: data source: ``"synthetic"``, ``"consep:<folder>"`` or ``"conic:<folder>"``.
+        synthetic_patches: patches generated when ``data`` is synthetic.
+        synthetic_size: their side in pixels.
+        resample: halve CoNSeP's 40x to CoNIC's 20x.
+        val_fraction: share of patches (grouped by source image) held out for validation.
+        augment: apply the paper's augmentation to training patches.
+        crop_size: side of the random training crop (None: whole patches).
+        epochs, batch_size, lr, weight_decay: optimisation (Adam).
+        lr_milestones, lr_gamma: the learning rate is multiplied by ``lr_gamma`` at each
+            milestone epoch.
+        seed: seeds weights, shuffling, augmentation and the split.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        mixed_precision: bf16 autocast and channels_last on CUDA (ignored on CPU).
+        workers: DataLoader processes.
+        eval_every: validate every this many epochs (and after the last).
+        out_root: folder under which run folders are made.
+    """
+
+    name: str = "run"
+    model: str = "seresunet"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    class_weights: str | list[float] | None = "paper"
+    loss: str = "paper"
+    data: str = "synthetic"
+    synthetic_patches: int = 512
+    synthetic_size: int = 256
+    resample: bool = False
+    val_fraction: float = 0.2
+    augment: bool = True
+    crop_size: int | None = None
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    lr_milestones: list[int] = field(default_factory=lambda: [25, 35])
+    lr_gamma: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: bool = True
+    workers: int = 4
+    eval_every: int = 1
+    out_root: str = "runs"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            problems.append(f"lr must be positive, got {self.lr}")
+        if not 0 < self.val_fraction < 1:
+            problems.append(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.eval_every < 1:
+            problems.append(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.workers < 0:
+            problems.append(f"workers must be >= 0, got {self.workers}")
+        if self.loss not in ("paper", "hovernet"):
+            problems.append(f"loss must be 'paper' or 'hovernet', got {self.loss!r}")
+        if isinstance(self.class_weights, str) and self.class_weights != "paper":
+            problems.append(
+                f"class_weights must be 'paper', null or a list, got {self.class_weights!r}"
+            )
+        source = self.data.split(":", 1)[0]
+        if source not in ("synthetic", "consep", "conic"):
+            problems.append(
+                f"data must be synthetic, consep:<folder> or conic:<folder>, got {self.data!r}"
+            )
+        if problems:
+            raise ValueError("invalid experiment config: " + "; ".join(problems))
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder, ``<out_root>/<name>``."""
+        return Path(self.out_root) / self.name
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        """A copy with ``changes`` applied (unknown names raise a clear error)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the config as JSON, atomically."""
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ExperimentConfig:
+        """Read a config written by :meth:`save`; a bad file gets an error naming it."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config not found")
+        try:
+            values = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        try:
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: {error}") from None
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # As the paper: Adam 3e-4, x0.1 at epochs 25 and 35, 50 epochs, batch 32, full model.
+    "paper": {},
+    # A small model on synthetic data that learns visibly in minutes on two CPU cores.
+    "cpu-demo": {
+        "model_options": {"width": 16, "depth": 4},
+        "synthetic_patches": 96,
+        "synthetic_size": 128,
+        "epochs": 12,
+        "batch_size": 8,
+        "lr": 2e-3,
+        "lr_milestones": [8, 11],
+        "workers": 0,
+        "eval_every": 3,
+    },
+    # Seconds: for tests and for checking that everything runs.
+    "smoke": {
+        "model_options": {"width": 8, "depth": 3},
+        "synthetic_patches": 8,
+        "synthetic_size": 64,
+        "epochs": 2,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "lr_milestones": [1],
+        "workers": 0,
+        "eval_every": 1,
+    },
+}
+
+
+def preset(name: str, **changes: Any) -> ExperimentConfig:
+    """The config of preset ``name`` (``paper``, ``cpu-demo``, ``smoke``) with ``changes``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    values = {"name": name, **PRESETS[name]}
+    return ExperimentConfig().replace(**values).replace(**changes)
+
+
+def environment_info() -> dict[str, Any]:
+    """Package versions, Python, platform, device name and git commit of this process."""
+    import numpy
+    import torch
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cuda": torch.version.cuda,
+        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "git_commit": _git_commit(),
+    }
+    for package in ("torchvision", "albumentations", "scipy", "skimage", "pandas", "cv2"):
+        try:
+            info[package] = __import__(package).__version__
+        except ImportError:
+            info[package] = None
+    return info
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def write_env(run_dir: str | os.PathLike, **extra: Any) -> Path:
+    """Write ``env.json`` (environment_info plus ``extra``) into ``run_dir``, atomically."""
+    info = {**environment_info(), **extra}
+    return atomic_write_text(Path(run_dir) / ENV_FILE, json.dumps(info, indent=2) + "\n")
+
+
+def now() -> str:
+    """The local time as an ISO 8601 string with seconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def collect(root: str | os.PathLike) -> pd.DataFrame:
+    """Gather every run folder under ``root`` (any depth) into one DataFrame.
+
+    A run folder is one holding ``config.json``. Each row has the run's folder
+    (``run_dir``), its config fields (``model_options`` flattened to ``model.<option>``),
+    ``device_name``, ``started``/``finished`` from env.json, the last epoch of its history,
+    and its overall metrics (``mpq+``, ``r2``, ``pq``, ...) from metrics.json, where those
+    files exist (missing ones give NaN, so pending runs still show).
+    """
+    rows = []
+    for config_path in sorted(Path(root).rglob(CONFIG_FILE)):
+        run_dir = config_path.parent
+        config = ExperimentConfig.load(config_path).to_dict()
+        options = config.pop("model_options")
+        row: dict[str, Any] = {"run_dir": str(run_dir), **config}
+        row.update({f"model.{key}": value for key, value in options.items()})
+        env = _read_json(run_dir / ENV_FILE)
+        for key in ("device_name", "started", "finished", "git_commit"):
+            row[key] = env.get(key)
+        history = run_dir / HISTORY_FILE
+        row["epochs_done"] = len(pd.read_csv(history)) if history.is_file() else 0
+        metrics = _read_json(run_dir / METRICS_FILE)
+        for key, value in metrics.get("overall", {}).items():
+            row[key] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    return value if isinstance(value, dict) else {}
