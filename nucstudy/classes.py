@@ -159,3 +159,36 @@ def class_weights(scheme: ClassScheme, by_name: dict[str, float]) -> tuple[float
     if missing:
         raise ValueError(f"no weight for class(es) {', '.join(missing)} of scheme {scheme.name!r}")
     return tuple(float(by_name[name]) for name in scheme.names)
+
+
+#: How the CoNSeP classes relate to CoNIC's (CoNSeP-256 README): inflammatory cells are
+#: lymphocytes, plasma cells, neutrophils and eosinophils; spindle cells are connective;
+#: "other" has no CoNIC counterpart.
+CONSEP_FROM_CONIC: dict[str, tuple[str, ...]] = {
+    "background": ("background",),
+    "other": (),
+    "inflammatory": ("lymphocyte", "plasma", "neutrophil", "eosinophil"),
+    "epithelial": ("epithelial",),
+    "spindle": ("connective",),
+}
+
+
+def paper_class_weights(scheme: ClassScheme) -> tuple[float, ...]:
+    """The paper's class weights for ``scheme``, in its id order.
+
+    For CoNIC they are the paper's, mapped by name. For CoNSeP each merged class takes the
+    mean weight of the CoNIC classes it merges (inflammatory: (2 + 3 + 4 + 4) / 4 = 3.25), and
+    "other", a rare class with no counterpart, the largest weight (4), as the paper gives its
+    rarest classes. This mapping is the study's choice, not the paper's.
+    """
+    by_name = PAPER_CLASS_WEIGHTS_BY_NAME
+    if scheme.name == CONIC.name:
+        return class_weights(scheme, by_name)
+    if scheme.name == CONSEP.name:
+        rarest = max(by_name.values())
+        merged = {
+            name: (sum(by_name[m] for m in members) / len(members) if members else rarest)
+            for name, members in CONSEP_FROM_CONIC.items()
+        }
+        return class_weights(scheme, merged)
+    return class_weights(scheme, by_name)

@@ -65,3 +65,12 @@ def test_get_scheme_and_unknown_names():
 def test_a_scheme_needs_background_first():
     with pytest.raises(ValueError, match="background"):
         ClassScheme("bad", ("tumour", "background"), ((0, 0, 0), (1, 1, 1)))
+
+
+def test_paper_weights_for_each_scheme():
+    from nucstudy.classes import paper_class_weights
+
+    assert paper_class_weights(CONIC) == (1.0, 4.0, 2.0, 2.0, 3.0, 4.0, 2.0)
+    # background 1, other (rare, no counterpart) 4, inflammatory mean(2, 3, 4, 4), epithelial 2,
+    # spindle = connective 2
+    assert paper_class_weights(CONSEP) == (1.0, 4.0, 3.25, 2.0, 2.0)

@@ -13,6 +13,7 @@ from nucstudy.data.conic import (
 )
 from nucstudy.data.consep import CONSEP_MPP, import_consep256, tile_of
 from nucstudy.data.dataset import NucleiDataset, make_loader
+from nucstudy.data.sources import open_source, parse_source
 from nucstudy.data.split import split_by_source
 from nucstudy.data.synthetic import synthetic_conic
 from nucstudy.data.targets import make_targets
@@ -31,6 +32,8 @@ __all__ = [
     "load_conic",
     "make_loader",
     "make_targets",
+    "open_source",
+    "parse_source",
     "save_conic",
     "split_by_source",
     "synthetic_conic",

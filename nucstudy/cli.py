@@ -1,0 +1,266 @@
+"""The ``nucstudy`` command: train, predict, evaluate, and data tools.
+
+Examples::
+
+    nucstudy train --preset smoke --data synthetic --out runs/x
+    nucstudy evaluate runs/x --data consep:../shared/data/consep256
+    nucstudy predict runs/x --data synthetic --out runs/x/predictions
+    nucstudy data synthetic --n 64 --out data/synthetic
+    nucstudy data import-consep ../shared/data/consep256 --split test --out data/consep-test
+    nucstudy data summary consep:../shared/data/consep256
+
+A bad argument or missing data is reported as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nucstudy.checkpoint import CheckpointError
+from nucstudy.data import ConicData, import_consep256, open_source, save_conic, synthetic_conic
+from nucstudy.experiment import CONFIG_FILE, PRESETS, ExperimentConfig, preset
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class UsageError(Exception):
+    """A bad argument or missing input: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        raise UsageError(message)
+
+
+def _parse_value(text: str) -> Any:
+    """A --set / --model-option value: JSON where it parses (numbers, true, null, lists)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, Any]:
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} {item!r}: expected KEY=VALUE")
+        values[key.replace("-", "_")] = _parse_value(value)
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="nucstudy", description="Nuclear segmentation study: train, predict, evaluate, data."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train one experiment into a run folder")
+    train.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    train.add_argument(
+        "--config", type=Path, help="a config.json to start from instead of a preset"
+    )
+    train.add_argument("--data", help="synthetic, consep:<folder> or conic:<folder>")
+    train.add_argument("--out", type=Path, help="run folder (default runs/<preset>)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="auto, cpu or cuda")
+    train.add_argument("--model", help="seresunet or hovernet")
+    train.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any ExperimentConfig field, e.g. --set class_weights=null",
+    )
+    train.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    for name, text in (
+        ("evaluate", "score a run and write metrics.json"),
+        ("predict", "write CoNIC-layout predictions and counts"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("run_dir", type=Path)
+        sub.add_argument("--data", help="data to run on (default: the run's own source)")
+        sub.add_argument("--split", default="test", choices=["train", "test"])
+        sub.add_argument("--checkpoint", default="best", choices=["best", "last"])
+        sub.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+        sub.add_argument("--device", default="auto")
+        sub.add_argument("--batch-size", type=int, default=16)
+        if name == "predict":
+            sub.add_argument("--out", type=Path, help="folder (default <run_dir>/predictions)")
+
+    data = commands.add_parser("data", help="generate, import and summarise data sets")
+    tools = data.add_subparsers(dest="tool", required=True, parser_class=_Parser)
+    synth = tools.add_parser("synthetic", help="generate synthetic H&E in the CoNIC layout")
+    synth.add_argument("--n", type=int, default=64)
+    synth.add_argument("--size", type=int, default=256)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--scheme", default="conic", choices=["conic", "consep"])
+    synth.add_argument("--out", type=Path, required=True)
+    imp = tools.add_parser("import-consep", help="write a CoNSeP-256 split in the CoNIC layout")
+    imp.add_argument("src", type=Path)
+    imp.add_argument("--split", default="train", choices=["train", "test"])
+    imp.add_argument("--resample", action="store_true", help="halve to 0.5 um/px")
+    imp.add_argument("--out", type=Path, required=True)
+    summary = tools.add_parser("summary", help="patches and nuclei per class of a data set")
+    summary.add_argument("source", help="a CoNIC-layout folder, or synthetic / consep:<folder>")
+    summary.add_argument("--split", default="train", choices=["train", "test"])
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nucstudy.train import Trainer
+
+    config = ExperimentConfig.load(args.config) if args.config else preset(args.preset)
+    changes: dict[str, Any] = _pairs(args.set, "--set")
+    for field in ("data", "epochs", "seed", "device", "model"):
+        if getattr(args, field) is not None:
+            changes[field] = getattr(args, field)
+    if args.model_option:
+        changes["model_options"] = {
+            **config.model_options,
+            **_pairs(args.model_option, "--model-option"),
+        }
+    if args.out is not None:
+        changes.update(name=args.out.name, out_root=str(args.out.parent))
+    try:
+        config = config.replace(**changes)
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    _check_source(config.data)
+    trainer = Trainer(config, resume=args.resume, progress=not args.quiet)
+    history = trainer.fit()
+    print(f"trained {config.name}: {len(history)} epochs -> {trainer.run_dir}")
+    return 0
+
+
+def _check_source(spec: str) -> None:
+    from nucstudy.data import parse_source
+
+    kind, folder = parse_source(spec)
+    if folder is not None and not folder.exists():
+        raise UsageError(f"--data {spec}: folder {folder} not found")
+
+
+def _eval_data(args: argparse.Namespace) -> tuple[ConicData, str]:
+    config_path = args.run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise UsageError(f"{args.run_dir}: not a run folder (no {CONFIG_FILE})")
+    config = ExperimentConfig.load(config_path)
+    spec = args.data or config.data
+    _check_source(spec)
+    data = open_source(
+        spec,
+        args.split,
+        resample=config.resample,
+        synthetic_patches=config.synthetic_patches,
+        synthetic_size=config.synthetic_size,
+        seed=config.seed,
+    )
+    return data, f"{spec} ({args.split})"
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from nucstudy.predict import evaluate
+
+    data, name = _eval_data(args)
+    result = evaluate(
+        args.run_dir,
+        data,
+        which=args.checkpoint,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        device=args.device,
+        data_name=name,
+    )
+    overall = result["overall"]
+    print(
+        f"{args.run_dir}: mPQ+ {overall['mpq+']:.4f}, R² {overall['r2']:.4f}, "
+        f"PQ {overall['pq']:.4f} on {result['patches']} patches of {name}"
+    )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from nucstudy.predict import load_run_model, predict_labels, resolve_device
+    from nucstudy.submission import write_submission
+
+    data, name = _eval_data(args)
+    model, config, _ = load_run_model(args.run_dir, args.checkpoint)
+    device = resolve_device(args.device)
+    model.to(device)
+    pred = predict_labels(
+        model,
+        np.asarray(data.images),
+        data.mpp,
+        args.batch_size,
+        device,
+        args.tta,
+        config.mixed_precision,
+        progress=True,
+    )
+    out = args.out or args.run_dir / "predictions"
+    paths = write_submission(out, pred, data.scheme)
+    print(f"predictions for {len(pred)} patches of {name}: {paths[0]}, {paths[1]}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    if args.tool == "synthetic":
+        if args.n < 1:
+            raise UsageError("--n must be at least 1")
+        data = synthetic_conic(args.n, size=args.size, seed=args.seed, scheme=args.scheme)
+        print(f"wrote {len(data)} synthetic patches to {save_conic(data, args.out)}")
+    elif args.tool == "import-consep":
+        data = import_consep256(args.src, args.split, resample=args.resample)
+        print(f"wrote {len(data)} CoNSeP-256 {args.split} patches to {save_conic(data, args.out)}")
+    else:
+        source = args.source
+        if Path(source).is_dir():
+            source = f"conic:{source}"
+        _check_source(source)
+        data = open_source(source, args.split)
+        table = data.counts_frame().sum().rename("nuclei").to_frame()
+        table["share"] = (table["nuclei"] / max(int(table["nuclei"].sum()), 1)).round(4)
+        print(
+            f"{source}: {len(data)} patches of "
+            f"{data.images.shape[1]} x {data.images.shape[2]} px, "
+            f"{data.mpp:g} um/px, scheme {data.scheme.name}, nuclei counted on the central region"
+        )
+        print(table.to_string())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nucstudy`` console script; returns the exit code."""
+    from nucstudy.train import TrainingError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        handler = {"train": _train, "evaluate": _evaluate, "predict": _predict, "data": _data}
+        return handler[args.command](args)
+    except UsageError as error:
+        print(f"nucstudy: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (FileNotFoundError, CheckpointError, ValueError) as error:
+        print(f"nucstudy: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingError as error:
+        print(f"nucstudy: training stopped: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

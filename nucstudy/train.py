@@ -1,0 +1,346 @@
+"""Training: the :class:`Trainer` behind ``nucstudy train`` and the experiment notebooks.
+
+One code path serves a laptop CPU, one GPU and several GPUs: under ``torchrun
+--nproc_per_node=N`` each process trains a DistributedDataParallel replica on its share of
+every epoch and rank 0 validates and writes the run folder. On CUDA the forward pass runs
+under bf16 autocast with channels_last tensors (``mixed_precision``).
+
+Reproducibility: weights, shuffling (reseeded every epoch), the split and every item's
+augmentation follow from the config's seed, so a resumed run reaches the same weights as an
+uninterrupted one on the CPU. Checkpoints (``checkpoints/last.pt`` every epoch,
+``checkpoints/best.pt`` at the best validation mPQ+) are written atomically and hold model,
+optimiser, scheduler, epoch, RNG states and the config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+from tqdm.auto import tqdm
+
+from nucstudy.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from nucstudy.classes import ClassScheme, paper_class_weights
+from nucstudy.data import (
+    ConicData,
+    NucleiDataset,
+    build_augmentation,
+    make_loader,
+    open_source,
+    split_by_source,
+)
+from nucstudy.experiment import CONFIG_FILE, HISTORY_FILE, ExperimentConfig, now, write_env
+from nucstudy.io import atomic_write_text
+from nucstudy.losses import HoVerNetLoss, SegmentationLoss
+from nucstudy.metrics import conic_metrics
+from nucstudy.models import build_model
+from nucstudy.predict import autocast, predict_labels, resolve_device
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN or infinite loss, a run folder that does not match)."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_class_weights(
+    config: ExperimentConfig, scheme: ClassScheme
+) -> tuple[float, ...] | None:
+    """The TP class weights the config asks for, in the scheme's id order (None: plain CE)."""
+    if config.class_weights is None:
+        return None
+    if config.class_weights == "paper":
+        return paper_class_weights(scheme)
+    weights = tuple(float(w) for w in config.class_weights)
+    if len(weights) != scheme.n_classes:
+        raise ValueError(
+            f"class_weights has {len(weights)} values, scheme {scheme.name!r} has "
+            f"{scheme.n_classes} classes"
+        )
+    return weights
+
+
+def build_loss(config: ExperimentConfig, scheme: ClassScheme) -> SegmentationLoss:
+    """The paper's loss or HoVer-Net's, with the config's class weights."""
+    weights = resolve_class_weights(config, scheme)
+    return SegmentationLoss(weights) if config.loss == "paper" else HoVerNetLoss(weights)
+
+
+class Trainer:
+    """Trains one :class:`ExperimentConfig` into its run folder.
+
+    Args:
+        config: the experiment.
+        data: training data; default: ``open_source(config.data, "train", ...)``.
+        run_dir: where to write; default ``config.run_dir``.
+        resume: continue from ``run_dir/checkpoints/last.pt`` (its config must match).
+        progress: show tqdm bars (rank 0 only).
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        data: ConicData | None = None,
+        run_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir is not None else config.run_dir
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.distributed = self.world_size > 1
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = self._setup_device()
+        self.is_main = self.rank == 0
+        self.progress = progress and self.is_main
+        seed_everything(config.seed)
+
+        self.data = data if data is not None else _open_training_data(config)
+        self.scheme = self.data.scheme
+        self.train_idx, self.val_idx = split_by_source(self.data, config.val_fraction, config.seed)
+        augment = build_augmentation(config.crop_size) if config.augment else None
+        self.train_set = NucleiDataset(self.data, self.train_idx, augment, seed=config.seed)
+
+        self.model = build_model(
+            config.model, n_types=self.scheme.n_classes, **config.model_options
+        )
+        self.model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.loss = build_loss(config, self.scheme).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(config.lr_milestones), gamma=config.lr_gamma
+        )
+        self.network: nn.Module = self.model
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=ids)
+        self.sampler = (
+            DistributedSampler(self.train_set, shuffle=True, seed=config.seed, drop_last=True)
+            if self.distributed
+            else None
+        )
+        self.loader = self._make_loader()
+        self.epoch = 0
+        self.best_score = -math.inf
+        self.history: list[dict[str, Any]] = []
+        if resume:
+            self._resume()
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    @property
+    def channels_last(self) -> bool:
+        return self.config.mixed_precision and self.device.type == "cuda"
+
+    def _setup_device(self) -> torch.device:
+        if not self.distributed:
+            return resolve_device(self.config.device)
+        use_cuda = resolve_device(self.config.device).type == "cuda"
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        if use_cuda:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            return torch.device("cuda", local)
+        return torch.device("cpu")
+
+    def _make_loader(self):
+        per_rank = max(1, self.config.batch_size // self.world_size)
+        if self.sampler is None:
+            return make_loader(
+                self.train_set,
+                per_rank,
+                shuffle=True,
+                seed=self.config.seed,
+                num_workers=self.config.workers,
+                drop_last=len(self.train_set) > per_rank,
+            )
+        return torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=per_rank,
+            sampler=self.sampler,
+            num_workers=self.config.workers,
+            persistent_workers=self.config.workers > 0,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _resume(self) -> None:
+        path = self.run_dir / "checkpoints" / "last.pt"
+        state = load_checkpoint(path)
+        saved = ExperimentConfig.from_dict(json.loads(state["config"]))
+        if saved.to_dict() != self.config.to_dict():
+            raise TrainingError(f"{path}: saved with another config; resume with the same one")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.best_score = float(state["best_score"])
+        set_rng_state(state["rng"])
+        history = self.run_dir / HISTORY_FILE
+        if history.is_file():
+            rows = pd.read_csv(history).to_dict("records")
+            self.history = [row for row in rows if row["epoch"] <= self.epoch]
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def fit(self) -> pd.DataFrame:
+        """Train until ``config.epochs``; returns the history (one row per epoch)."""
+        started = now()
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.config.save(self.run_dir / CONFIG_FILE)
+            write_env(self.run_dir, started=started, finished=None, world_size=self.world_size)
+        try:
+            while self.epoch < self.config.epochs:
+                row = self._train_epoch(self.epoch)
+                self.epoch += 1
+                last = self.epoch == self.config.epochs
+                if self.is_main and (self.epoch % self.config.eval_every == 0 or last):
+                    row.update(self.validate())
+                self._end_epoch(row)
+        finally:
+            if self.distributed and dist.is_initialized():
+                dist.barrier()
+        if self.is_main:
+            write_env(self.run_dir, started=started, finished=now(), world_size=self.world_size)
+        return pd.DataFrame(self.history)
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        self.network.train()
+        self.train_set.set_epoch(epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        else:
+            self.loader.generator.manual_seed(self.config.seed * 100_003 + epoch)
+        sums: dict[str, float] = defaultdict(float)
+        batches = images = 0
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        bar = tqdm(
+            self.loader,
+            desc=f"epoch {epoch + 1}/{self.config.epochs}",
+            unit="batch",
+            disable=not self.progress,
+            leave=False,
+        )
+        for batch in bar:
+            terms = self._step(batch, epoch)
+            for name, value in terms.items():
+                sums[name] += value
+            batches += 1
+            images += len(batch["image"]) * self.world_size
+            bar.set_postfix({k: f"{v / batches:.3f}" for k, v in sums.items()}, refresh=False)
+        self.scheduler.step()
+        seconds = time.perf_counter() - start
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+        row.update({f"train_{name}": value / max(batches, 1) for name, value in sums.items()})
+        row.update({"seconds": seconds, "images_per_s": images / seconds if seconds else 0.0})
+        return row
+
+    def _step(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
+        device = self.device
+        images = batch["image"].to(device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = {key: batch[key].to(device, non_blocking=True) for key in ("np", "hv", "tp")}
+        with autocast(device, self.config.mixed_precision):
+            outputs = self.network(images)
+        terms = self.loss(outputs, targets)
+        total = terms["total"]
+        if not torch.isfinite(total):
+            raise TrainingError(
+                f"the loss became {total.item()} in epoch {epoch + 1}; training stopped. The "
+                f"last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'} "
+                "(try a lower lr)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        return {name: float(value.detach()) for name, value in terms.items()}
+
+    def validate(self) -> dict[str, float]:
+        """mPQ+, R² and PQ of the current model on the validation patches."""
+        if self.val_idx.size == 0:
+            return {}
+        val = self.data.subset(self.val_idx)
+        pred = predict_labels(
+            self.model,
+            val.images,
+            val.mpp,
+            batch_size=max(1, self.config.batch_size),
+            device=self.device,
+            mixed_precision=self.config.mixed_precision,
+        )
+        scores = conic_metrics(pred, val.labels, val.scheme)
+        return {"val_mpq+": scores["mpq+"], "val_r2": scores["r2"], "val_pq": scores["pq"]}
+
+    def _end_epoch(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        if not self.is_main:
+            return
+        score = row.get("val_mpq+")
+        improved = score is not None and score > self.best_score
+        if improved:
+            self.best_score = score
+        state = self.state()
+        folder = self.run_dir / "checkpoints"
+        save_checkpoint(folder / "last.pt", state)
+        if improved:
+            save_checkpoint(folder / "best.pt", state)
+        atomic_write_text(
+            self.run_dir / HISTORY_FILE, pd.DataFrame(self.history).to_csv(index=False)
+        )
+        if self.progress:
+            shown = {k: v for k, v in row.items() if k.startswith(("train_total", "val_"))}
+            text = ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
+            tqdm.write(
+                f"epoch {row['epoch']}/{self.config.epochs}: {text} ({row['seconds']:.1f} s)"
+            )
+
+    def state(self) -> dict[str, Any]:
+        """Everything a checkpoint holds (tensors and plain values only)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "best_score": self.best_score,
+            "n_types": self.scheme.n_classes,
+            "scheme": self.scheme.name,
+            "mpp": self.data.mpp,
+            "rng": rng_state(),
+            "config": json.dumps(self.config.to_dict()),
+        }
+
+
+def _open_training_data(config: ExperimentConfig) -> ConicData:
+    return open_source(
+        config.data,
+        "train",
+        resample=config.resample,
+        synthetic_patches=config.synthetic_patches,
+        synthetic_size=config.synthetic_size,
+        seed=config.seed,
+    )
