@@ -1,0 +1,84 @@
+"""Networks: the paper's SE-Res U-Net with Coordinate Attention, and HoVer-Net.
+
+Every model maps B x 3 x H x W float images in [0, 1] (H, W multiples of 32) to a dict of
+``"np"`` B x 2 x H x W logits, ``"hv"`` B x 2 x H x W horizontal and vertical maps and
+``"tp"`` B x n_types x H x W logits. Build one by name with :func:`build_model`.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from nucstudy.models.blocks import SIZE_MULTIPLE
+from nucstudy.models.hovernet import HoVerNet
+from nucstudy.models.seresunet import SEResUNet
+
+#: Model classes by name; their constructors take ``n_types`` and keyword options.
+MODELS: dict[str, type[nn.Module]] = {"seresunet": SEResUNet, "hovernet": HoVerNet}
+
+
+def build_model(name: str, n_types: int, **options) -> nn.Module:
+    """Build a model by name.
+
+    Args:
+        name: ``"seresunet"`` (the paper's model; options ``width``, ``depth``, ``use_se``,
+            ``use_ca``) or ``"hovernet"`` (options ``pretrained``, ``weights``).
+        n_types: TP output channels, classes including background (``scheme.n_classes``).
+        **options: keyword options of that model.
+
+    Returns:
+        The model, in training mode, on the CPU.
+    """
+    try:
+        model_class = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+    accepted = [p for p in inspect.signature(model_class).parameters if p != "n_types"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"model {name!r} has no option {', '.join(unknown)}; "
+            f"its options: {', '.join(accepted)}"
+        )
+    if isinstance(n_types, bool) or not isinstance(n_types, int):
+        raise ValueError(f"n_types must be an int (scheme.n_classes), got {n_types!r}")
+    return model_class(n_types, **options)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not) of ``model``; buffers are not counted."""
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def count_multiply_adds(model: nn.Module, height: int = 256, width: int = 256) -> int:
+    """Multiply-adds of one forward pass of ``model`` on a single 3 x H x W image.
+
+    Counted with :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions, transposed
+    convolutions and matrix products; 2 FLOPs per multiply-add), on the model's device, in
+    eval mode so batch statistics are left alone; the model's mode is restored afterwards.
+    """
+    parameter = next(model.parameters())
+    image = torch.zeros(1, 3, height, width, device=parameter.device, dtype=parameter.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(image)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+__all__ = [
+    "MODELS",
+    "SIZE_MULTIPLE",
+    "HoVerNet",
+    "SEResUNet",
+    "build_model",
+    "count_multiply_adds",
+    "count_parameters",
+]
