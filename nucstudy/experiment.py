@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from nucstudy.data.sources import parse_source
 from nucstudy.io import atomic_write_text
 
 CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE = (
@@ -114,11 +115,10 @@ class ExperimentConfig:
             problems.append(
                 f"class_weights must be 'paper', null or a list, got {self.class_weights!r}"
             )
-        source = self.data.split(":", 1)[0]
-        if source not in ("synthetic", "consep", "conic"):
-            problems.append(
-                f"data must be synthetic, consep:<folder> or conic:<folder>, got {self.data!r}"
-            )
+        try:
+            parse_source(self.data)
+        except ValueError as error:
+            problems.append(str(error))
         if problems:
             raise ValueError("invalid experiment config: " + "; ".join(problems))
 
@@ -198,11 +198,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset(name: str, **changes: Any) -> ExperimentConfig:
-    """The config of preset ``name`` (``paper``, ``cpu-demo``, ``smoke``) with ``changes``."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    values = {"name": name, **PRESETS[name]}
+def preset(preset_name: str, /, **changes: Any) -> ExperimentConfig:
+    """The config of a preset (``paper``, ``cpu-demo``, ``smoke``) with ``changes`` applied.
+
+    The run is named after the preset unless ``changes`` names it.
+    """
+    if preset_name not in PRESETS:
+        raise ValueError(f"unknown preset {preset_name!r}; known: {', '.join(PRESETS)}")
+    values = {"name": preset_name, **PRESETS[preset_name]}
     return ExperimentConfig().replace(**values).replace(**changes)
 
 

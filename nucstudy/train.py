@@ -253,11 +253,18 @@ class Trainer:
             images += len(batch["image"]) * self.world_size
             bar.set_postfix({k: f"{v / batches:.3f}" for k, v in sums.items()}, refresh=False)
         self.scheduler.step()
+        self._sync_buffers()
         seconds = time.perf_counter() - start
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
         row.update({f"train_{name}": value / max(batches, 1) for name, value in sums.items()})
         row.update({"seconds": seconds, "images_per_s": images / seconds if seconds else 0.0})
         return row
+
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's batch-norm statistics (DDP keeps only weights in step)."""
+        if self.distributed:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, src=0)
 
     def _step(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
         device = self.device

@@ -1,0 +1,87 @@
+"""ExperimentConfig, presets, env info and the results registry."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from nucstudy.experiment import PRESETS, ExperimentConfig, collect, environment_info, preset
+
+
+def test_defaults_are_the_papers():
+    config = preset("paper")
+    assert (config.lr, config.epochs, config.batch_size) == (3e-4, 50, 32)
+    assert config.lr_milestones == [25, 35] and config.lr_gamma == 0.1
+    assert config.model == "seresunet" and config.class_weights == "paper"
+
+
+def test_presets_differ_and_take_changes():
+    assert set(PRESETS) == {"paper", "cpu-demo", "smoke"}
+    smoke = preset("smoke", seed=3)
+    assert smoke.seed == 3 and smoke.epochs < preset("cpu-demo").epochs < preset("paper").epochs
+    assert smoke.model_options["width"] < preset("cpu-demo").model_options["width"]
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        preset("fast")
+    with pytest.raises(ValueError, match="unknown config field.*colour"):
+        preset("smoke", colour="red")
+
+
+def test_config_round_trip(tmp_path):
+    config = preset("cpu-demo", class_weights=None, model_options={"width": 8, "use_ca": False})
+    config.save(tmp_path / "config.json")
+    assert ExperimentConfig.load(tmp_path / "config.json") == config
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"lr": -1.0}, "lr"),
+        ({"device": "tpu"}, "device"),
+        ({"data": "kaggle"}, "unknown data source"),
+        ({"data": "consep"}, "give the folder"),
+        ({"class_weights": "inverse"}, "class_weights"),
+        ({"loss": "focal"}, "loss"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+    ],
+)
+def test_invalid_configs_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        preset("smoke", **change)
+
+
+def test_bad_config_files_are_named(tmp_path):
+    path = tmp_path / "config.json"
+    with pytest.raises(FileNotFoundError, match="config not found"):
+        ExperimentConfig.load(path)
+    path.write_text("{")
+    with pytest.raises(ValueError, match="config.json: not valid JSON"):
+        ExperimentConfig.load(path)
+    path.write_text(json.dumps({"epochs": -2}))
+    with pytest.raises(ValueError, match="config.json: invalid experiment config"):
+        ExperimentConfig.load(path)
+
+
+def test_environment_info_names_versions():
+    info = environment_info()
+    for key in ("python", "torch", "torchvision", "numpy", "device_name", "git_commit"):
+        assert key in info
+    assert info["torch"]
+
+
+def test_collect_lists_finished_and_pending_runs(tmp_path):
+    done = preset("smoke", name="done", out_root=str(tmp_path))
+    done.run_dir.mkdir(parents=True)
+    done.save(done.run_dir / "config.json")
+    (done.run_dir / "metrics.json").write_text(
+        json.dumps({"overall": {"mpq+": 0.4, "r2": 0.5, "pq": 0.6}})
+    )
+    pd.DataFrame({"epoch": [1, 2]}).to_csv(done.run_dir / "history.csv", index=False)
+    pending = preset("smoke", name="pending", out_root=str(tmp_path / "nested"))
+    pending.run_dir.mkdir(parents=True)
+    pending.save(pending.run_dir / "config.json")
+    table = collect(tmp_path).set_index("name")
+    assert set(table.index) == {"done", "pending"}
+    assert table.loc["done", "mpq+"] == 0.4 and table.loc["done", "epochs_done"] == 2
+    assert pd.isna(table.loc["pending", "mpq+"]) and table.loc["pending", "epochs_done"] == 0
+    assert table.loc["done", "model.width"] == 8
