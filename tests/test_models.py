@@ -26,6 +26,16 @@ from nucstudy.models.blocks import CoordinateAttention, SqueezeExcitation
 TINY = {"width": 4, "depth": 5}  # the full depth, few channels: fast on two cores
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run on one thread: these models are tiny, and two OpenMP threads competing with other
+    processes for two cores can make a test tens of times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def hovernet() -> HoVerNet:
     torch.manual_seed(0)
