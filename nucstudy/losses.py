@@ -160,12 +160,21 @@ def msge_loss(pred_hv: torch.Tensor, true_hv: torch.Tensor, focus: torch.Tensor)
     return (error * mask).sum() / (2 * mask.sum() + 1e-8)
 
 
-def _check_inputs(outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]):
+def _check_inputs(
+    outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+) -> None:
+    """Raise ValueError naming the first missing key or mismatched shape or dtype."""
     for key in ("np", "hv", "tp"):
         if key not in outputs or key not in targets:
             where = "model outputs" if key not in outputs else "targets"
             raise ValueError(f"{where} lack {key!r}; need 'np', 'hv' and 'tp'")
     batch, _, height, width = outputs["np"].shape
+    for key, channels in (("np", 2), ("hv", 2), ("tp", outputs["tp"].shape[1])):
+        if tuple(outputs[key].shape) != (batch, channels, height, width):
+            raise ValueError(
+                f"outputs[{key!r}] has shape {tuple(outputs[key].shape)}, expected "
+                f"{(batch, channels, height, width)}"
+            )
     expected = {"np": (batch, height, width), "hv": (batch, 2, height, width)}
     expected["tp"] = expected["np"]
     for key, shape in expected.items():
@@ -179,8 +188,6 @@ def _check_inputs(outputs: Mapping[str, torch.Tensor], targets: Mapping[str, tor
             raise ValueError(
                 f"targets[{key!r}] must hold integer class ids, got {targets[key].dtype}"
             )
-    if outputs["hv"].shape[1] != 2 or outputs["np"].shape[1] != 2:
-        raise ValueError("outputs 'np' and 'hv' must have 2 channels")
 
 
 class SegmentationLoss(nn.Module):

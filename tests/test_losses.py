@@ -193,6 +193,8 @@ def test_bad_arguments_get_clear_errors():
         SegmentationLoss()(outputs, targets)
     with pytest.raises(ValueError, match=r"targets\['hv'\] has shape \(2, 8, 8\)"):
         SegmentationLoss(None)(outputs, dict(targets, hv=targets["hv"][:, 0]))
+    with pytest.raises(ValueError, match=r"outputs\['hv'\] has shape \(2, 1, 8, 8\)"):
+        SegmentationLoss(None)(dict(outputs, hv=outputs["hv"][:, :1]), targets)
     with pytest.raises(ValueError, match="integer class ids"):
         SegmentationLoss(None)(outputs, dict(targets, tp=targets["tp"].float()))
     with pytest.raises(ValueError, match="unknown loss term.*hv_msge"):
