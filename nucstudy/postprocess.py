@@ -39,7 +39,6 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 from skimage.segmentation import watershed
 
 #: Resolution (um/px) HoVer-Net's published post-processing constants were tuned for.
@@ -148,20 +147,35 @@ class Nuclei:
 # -- the stages -------------------------------------------------------------------------------
 
 
+def label_components(mask: np.ndarray) -> np.ndarray:
+    """4-connected components of a mask, numbered 1..m in raster order of their first pixel.
+
+    Args:
+        mask: H x W bool (or 0/1 integer) mask.
+
+    Returns:
+        H x W int32 labels, 0 outside the mask (as ``scipy.ndimage.label``, twice as fast).
+    """
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    return cv2.connectedComponents(mask, connectivity=4, ltype=cv2.CV_32S)[1]
+
+
 def remove_small(labels: np.ndarray, min_px: int) -> np.ndarray:
-    """Zero the labelled components with fewer than ``min_px`` pixels.
+    """Drop the labelled components with fewer than ``min_px`` pixels; renumber the rest.
 
     Args:
         labels: H x W non-negative integer label image (0 background).
-        min_px: smallest size kept, in pixels.
+        min_px: smallest size kept, in pixels (1 keeps everything and only renumbers).
 
     Returns:
-        A copy of ``labels`` (same dtype) without the small components.
+        H x W int32 labels 1..m, in increasing order of the old labels.
     """
-    sizes = np.bincount(labels.ravel())
-    small = sizes < min_px
-    small[0] = False
-    return np.where(small[labels], 0, labels).astype(labels.dtype)
+    keep = np.bincount(labels.ravel()) >= min_px
+    keep[0] = False
+    if keep[1:].all():
+        return labels.astype(np.int32, copy=False)
+    new_id = np.cumsum(keep, dtype=np.int32) * keep
+    return new_id[labels]
 
 
 def foreground_mask(np_prob: np.ndarray, threshold: float = 0.5, min_px: int = 10) -> np.ndarray:
@@ -175,8 +189,7 @@ def foreground_mask(np_prob: np.ndarray, threshold: float = 0.5, min_px: int = 1
     Returns:
         H x W bool mask.
     """
-    blobs, _ = ndimage.label(np_prob >= threshold)
-    return remove_small(blobs, min_px) > 0
+    return remove_small(label_components(np_prob >= threshold), min_px) > 0
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -191,7 +204,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     Returns:
         H x W bool.
     """
-    background, _ = ndimage.label(~mask)
+    background = label_components(~mask)
     edge = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
     outside = np.zeros(int(background.max(initial=0)) + 1, dtype=bool)
     outside[edge] = True
@@ -219,11 +232,13 @@ def hv_energy(hv: np.ndarray, foreground: np.ndarray, sobel_ksize: int = 21) -> 
     Returns:
         H x W float32 energy in [0, 1].
     """
-    h_dir, v_dir = _minmax(hv[0].astype(np.float32)), _minmax(hv[1].astype(np.float32))
-    sobel_h = cv2.Sobel(h_dir, cv2.CV_64F, 1, 0, ksize=sobel_ksize)
-    sobel_v = cv2.Sobel(v_dir, cv2.CV_64F, 0, 1, ksize=sobel_ksize)
-    energy = np.maximum(1.0 - _minmax(sobel_h), 1.0 - _minmax(sobel_v))
-    return np.where(foreground, energy, np.float32(0.0))
+    h_dir = _minmax(hv[0].astype(np.float32, copy=False))
+    v_dir = _minmax(hv[1].astype(np.float32, copy=False))
+    sobel_h = _minmax(cv2.Sobel(h_dir, cv2.CV_32F, 1, 0, ksize=sobel_ksize))
+    sobel_v = _minmax(cv2.Sobel(v_dir, cv2.CV_32F, 0, 1, ksize=sobel_ksize))
+    energy = 1.0 - np.minimum(sobel_h, sobel_v)  # = max(1 - sobel_h, 1 - sobel_v)
+    energy[~foreground] = 0.0
+    return energy
 
 
 def markers_from_energy(
@@ -253,8 +268,7 @@ def markers_from_energy(
     if open_ksize > 1:
         kernel = cv2.getStructuringElement(_ELLIPSE, (open_ksize, open_ksize))
         core = cv2.morphologyEx(core, cv2.MORPH_OPEN, kernel)
-    markers, _ = ndimage.label(core)
-    return _relabel(remove_small(markers, min_px))
+    return remove_small(label_components(core), min_px)
 
 
 def watershed_instances(
@@ -263,32 +277,51 @@ def watershed_instances(
     """Grow the markers over the foreground along the valleys of the energy.
 
     The surface is ``-GaussianBlur((1 - energy) * foreground)`` (nuclei centres are deep
-    basins); foreground blobs that hold no marker are left as background.
+    basins), flooded 4-connected inside the foreground. A foreground blob that holds no
+    marker stays background; one that holds a single marker becomes that nucleus whole
+    (what flooding would give); only blobs with several markers are flooded, which gives
+    the same map as one watershed over the whole patch in about half the time.
 
     Args:
         energy: H x W float energy from :func:`hv_energy`.
-        markers: H x W int32 labels from :func:`markers_from_energy`.
+        markers: H x W int labels from :func:`markers_from_energy` (0 = no marker).
         foreground: H x W bool mask.
         blur_ksize: odd side of the Gaussian blur in px (1 = no blur).
 
     Returns:
         H x W int32 instance map, nuclei 1..n in the order of their markers.
     """
-    surface = ((1.0 - energy) * foreground).astype(np.float32)
-    if blur_ksize > 1:
-        surface = cv2.GaussianBlur(surface, (blur_ksize, blur_ksize), 0)
-    inst = watershed(-surface, markers, mask=foreground)
-    return _relabel(inst)
+    blobs = label_components(foreground)
+    seeds = np.where(foreground, markers, 0)
+    sole_marker, shared, kept = _markers_per_blob(blobs, seeds)
+    inst = sole_marker[blobs]
+    if shared.any():
+        surface = ((1.0 - energy) * foreground).astype(np.float32)
+        if blur_ksize > 1:
+            surface = cv2.GaussianBlur(surface, (blur_ksize, blur_ksize), 0)
+        crowded = shared[blobs]
+        flooded = watershed(-surface, np.where(crowded, seeds, 0), mask=crowded)
+        inst = np.where(crowded, flooded, inst)
+    if kept.size and kept[-1] != kept.size:  # markers outside the foreground were lost
+        new_id = np.zeros(kept[-1] + 1, dtype=np.int32)
+        new_id[kept] = np.arange(1, kept.size + 1)
+        inst = new_id[inst]
+    return inst.astype(np.int32, copy=False)
 
 
-def _relabel(labels: np.ndarray) -> np.ndarray:
-    """Ids renumbered 1..n in increasing order of the old ids, int32."""
-    present = np.zeros(int(labels.max(initial=0)) + 1, dtype=bool)
-    present[labels.ravel()] = True
-    present[0] = False
-    new_id = np.cumsum(present).astype(np.int32)
-    new_id[0] = 0
-    return new_id[labels]
+def _markers_per_blob(
+    blobs: np.ndarray, seeds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per blob id: its marker if it holds exactly one (else 0) and whether it holds more;
+    and the sorted ids of the markers present."""
+    inside = seeds > 0
+    pairs = np.unique(blobs[inside].astype(np.int64) << 32 | seeds[inside])
+    blob, marker = pairs >> 32, pairs & 0xFFFFFFFF
+    n_markers = np.bincount(blob, minlength=int(blobs.max(initial=0)) + 1)
+    sole_marker = np.zeros(n_markers.size, dtype=np.int32)
+    sole = n_markers[blob] == 1
+    sole_marker[blob[sole]] = marker[sole]
+    return sole_marker, n_markers > 1, np.unique(marker)
 
 
 def type_map_of(tp: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -355,10 +388,13 @@ def nucleus_geometry(inst_map: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     sum_x = np.bincount(label, weights=cols, minlength=n + 1)[1:]
     sum_y = np.bincount(label, weights=rows, minlength=n + 1)[1:]
     centroid = np.stack([sum_x, sum_y], axis=1) / np.maximum(area, 1)[:, None]
-    bbox = np.zeros((n, 4), dtype=np.int64)
-    for i, box in enumerate(ndimage.find_objects(inst_map, max_label=n)):
-        if box is not None:
-            bbox[i] = box[0].start, box[1].start, box[0].stop, box[1].stop
+    low = np.full((2, n + 1), np.iinfo(np.int64).max)
+    high = np.full((2, n + 1), -1)
+    for axis, coords in enumerate((rows, cols)):
+        np.minimum.at(low[axis], label, coords)
+        np.maximum.at(high[axis], label, coords)
+    bbox = np.concatenate([low[:, 1:], high[:, 1:] + 1]).T
+    bbox[area == 0] = 0  # ids missing from a non-contiguous map
     return centroid, bbox, area.astype(np.int64)
 
 
@@ -467,7 +503,7 @@ def _resample_route(
     inst_small = cv2.resize(inst_big, (width, height), interpolation=cv2.INTER_NEAREST)
     kept = np.unique(inst_small)
     kept = kept[kept > 0]
-    return _relabel(inst_small), class_big[kept - 1], prob_big[kept - 1]
+    return remove_small(inst_small, 1), class_big[kept - 1], prob_big[kept - 1]
 
 
 # -- many patches -----------------------------------------------------------------------------

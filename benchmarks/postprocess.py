@@ -1,0 +1,163 @@
+"""Speed and quality of nucstudy.postprocess at 0.5 um/px: native route vs the x2 route.
+
+Run from the repository root:
+
+    python benchmarks/postprocess.py                     # print the tables
+    python benchmarks/postprocess.py --out results/benchmarks/postprocess_cpu.json
+
+Inputs are *perfect* network outputs: NP, HV and TP targets (``make_targets``) of synthetic
+CoNIC patches (``synthetic_conic``, touching and overlapping nuclei at 0.5 um/px), so the
+scores measure what the post-processing itself loses. Three ways to post-process them:
+
+- ``native``: ``hover_postprocess(..., mpp=0.5)``, constants scaled to 0.5 um/px;
+- ``resample``: the CoNIC baseline's route, maps resized x2, HoVer-Net's 40x constants,
+  every second pixel taken back;
+- ``40x constants at 20x``: the 40x constants applied to the 20x maps (what not to do).
+
+Timings are the median of ``--repeats`` passes over the batch, in one process with OpenCV
+limited to one thread; the process-pool figures use ``postprocess_batch(workers=...)``.
+Speed is also measured against patch size (synthetic patches of 128-512 px) and against the
+number of nuclei (disc fields from ``benchmarks/metrics.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from nucstudy.classes import CONIC
+from nucstudy.data import make_targets, synthetic_conic
+from nucstudy.io import atomic_write_text
+from nucstudy.metrics import conic_metrics
+from nucstudy.postprocess import (
+    WatershedParams,
+    postprocess_batch,
+    segment_instances,
+    to_conic_labels,
+    vote_classes,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from metrics import disc_labels, machine, median_seconds  # noqa: E402  (benchmarks/metrics.py)
+
+MPP = 0.5
+
+
+def perfect_outputs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NP (N x H x W float32), HV (N x 2 x H x W) and TP class maps (N x H x W) of labels."""
+    targets = [make_targets(patch[..., 0], patch[..., 1]) for patch in labels]
+    np_prob = np.stack([t["np"] for t in targets]).astype(np.float32)
+    return np_prob, np.stack([t["hv"] for t in targets]), np.stack([t["tp"] for t in targets])
+
+
+def with_40x_constants(np_prob: np.ndarray, hv: np.ndarray, tp: np.ndarray) -> np.ndarray:
+    """Post-process 20x maps with HoVer-Net's 40x constants; N x H x W x 2 labels."""
+    out = []
+    for i in range(len(np_prob)):
+        inst = segment_instances(np_prob[i], hv[i], WatershedParams())
+        class_id, _ = vote_classes(inst, tp[i])
+        out.append(np.stack([inst, np.concatenate([[0], class_id])[inst]], axis=-1))
+    return np.stack(out).astype(np.int32)
+
+
+ROUTES = {
+    "native": lambda a, h, t: to_conic_labels(postprocess_batch(a, h, t, MPP, "native")),
+    "resample": lambda a, h, t: to_conic_labels(postprocess_batch(a, h, t, MPP, "resample")),
+    "40x constants at 20x": with_40x_constants,
+}
+
+
+def compare_routes(labels: np.ndarray, repeats: int) -> list[dict]:
+    outputs = perfect_outputs(labels)
+    rows = []
+    for route, run in ROUTES.items():
+        scores = conic_metrics(run(*outputs), labels, CONIC)
+        seconds = median_seconds(lambda run=run: run(*outputs), repeats)
+        rows.append(
+            {
+                "route": route,
+                "patches": len(labels),
+                "size": labels.shape[1],
+                "ms_per_patch": 1e3 * seconds / len(labels),
+                "patches_per_s": len(labels) / seconds,
+                "pq": scores["pq"],
+                "mpq+": scores["mpq+"],
+                "r2": scores["r2"],
+            }
+        )
+    return rows
+
+
+def time_native(labels: np.ndarray, repeats: int, workers: int = 1) -> dict:
+    np_prob, hv, tp = perfect_outputs(labels)
+    seconds = median_seconds(
+        lambda: postprocess_batch(np_prob, hv, tp, MPP, workers=workers), repeats
+    )
+    return {
+        "patches": len(labels),
+        "size": labels.shape[1],
+        "nuclei_per_patch": round(float(np.mean([np.unique(p).size - 1 for p in labels[..., 0]]))),
+        "workers": workers,
+        "ms_per_patch": 1e3 * seconds / len(labels),
+        "patches_per_s": len(labels) / seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--patches", type=int, default=64, help="synthetic patches per case")
+    parser.add_argument("--repeats", type=int, default=3, help="passes per figure (median)")
+    args = parser.parse_args(argv)
+    cv2.setNumThreads(1)
+
+    labels = synthetic_conic(args.patches, size=256, seed=100).labels
+    rng = np.random.default_rng(0)
+    results = {
+        "benchmark": "benchmarks/postprocess.py",
+        "machine": machine(),
+        "mpp": MPP,
+        "opencv_threads": 1,
+        "repeats": args.repeats,
+        "routes": compare_routes(labels, args.repeats),
+        "by_size": [
+            time_native(synthetic_conic(max(4, args.patches * 256**2 // s**2), s, 100).labels, 3)
+            for s in (128, 256, 512)
+        ],
+        "by_nuclei": [
+            time_native(disc_labels(rng, args.patches, 256, k), args.repeats)
+            for k in (25, 50, 100, 200)
+        ],
+        "by_workers": [time_native(labels, args.repeats, workers=w) for w in (1, 2)],
+    }
+    native, resample = results["routes"][0], results["routes"][1]
+    results["speedup_native_over_resample"] = resample["ms_per_patch"] / native["ms_per_patch"]
+
+    for row in results["routes"]:
+        print(
+            f"{row['route']:>22}: {row['ms_per_patch']:6.2f} ms/patch "
+            f"({row['patches_per_s']:5.0f} patches/s)  PQ {row['pq']:.4f}  "
+            f"mPQ+ {row['mpq+']:.4f}  R2 {row['r2']:.4f}"
+        )
+    print(f"native is {results['speedup_native_over_resample']:.1f}x faster than resample")
+    for key in ("by_size", "by_nuclei", "by_workers"):
+        print(f"\n{key}")
+        for row in results[key]:
+            print(
+                f"  {row['patches']:4d} patches of {row['size']} px, ~{row['nuclei_per_patch']:3d}"
+                f" nuclei, {row['workers']} worker(s): {row['ms_per_patch']:.2f} ms/patch,"
+                f" {row['patches_per_s']:.0f} patches/s"
+            )
+    if args.out:
+        atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
