@@ -18,9 +18,8 @@ import pandas as pd
 
 from nucstudy.data import ConicData, import_consep256, save_conic, synthetic_conic
 from nucstudy.io import atomic_write_text
+from nucstudy.paths import consep_dir_or_none
 from nucstudy.plots import plot_sources, save_figure
-
-DEFAULT_CONSEP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "consep256"
 
 
 def summarise(name: str, data: ConicData) -> pd.DataFrame:
@@ -103,11 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.synthetic < 1:
         parser.error("--synthetic must be at least 1")
-    consep = args.consep
-    if consep is None:
-        consep = DEFAULT_CONSEP if (DEFAULT_CONSEP / "train" / "labels.npz").is_file() else None
-    elif not (consep / "train" / "labels.npz").is_file():
-        parser.error(f"--consep: {consep} is not a CoNSeP-256 folder (no train/labels.npz)")
+    consep = consep_dir_or_none(args.consep)
+    if args.consep is not None and consep is None:
+        parser.error(f"--consep: {args.consep} is not a CoNSeP-256 folder (no train/labels.npz)")
     summary = run(args.out, args.data_dir, args.synthetic, consep, args.seed)
     with pd.option_context("display.width", 120, "display.float_format", "{:.3f}".format):
         print(
