@@ -128,6 +128,7 @@ def machine() -> dict:
         "scikit-image": skimage.__version__,
         "opencv": cv2.__version__,
         "date": time.strftime("%Y-%m-%d"),
+        "load_average_1min_at_start": os.getloadavg()[0],
     }
 
 
