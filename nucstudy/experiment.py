@@ -7,6 +7,7 @@ A run folder is self-describing::
       env.json         package versions, device, git commit, start and end time
       history.csv      one row per epoch: loss terms, lr, metrics, seconds, images/s
       metrics.json     evaluation: overall and per class (written by nucstudy.predict)
+      per_image.csv    per-image, per-class statistics behind metrics.json (for bootstraps)
       checkpoints/     best.pt and last.pt (git-ignored)
 
 :func:`collect` gathers many run folders into one DataFrame for the notebooks.
@@ -29,11 +30,12 @@ import pandas as pd
 from nucstudy.data.sources import parse_source
 from nucstudy.io import atomic_write_text
 
-CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE = (
+CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE, PER_IMAGE_FILE = (
     "config.json",
     "env.json",
     "history.csv",
     "metrics.json",
+    "per_image.csv",
 )
 
 

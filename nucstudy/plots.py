@@ -100,3 +100,82 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Pat
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
     plt.close(fig)
     return path
+
+
+def plot_history(history, title: str = "") -> plt.Figure:
+    """Training curves of one run: loss terms per epoch (left), validation scores (right).
+
+    Args:
+        history: the run's ``history.csv`` as a DataFrame.
+        title: figure title.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    terms = [c for c in history.columns if c.startswith("train_") and c != "train_total"]
+    for column in terms:
+        left.plot(history["epoch"], history[column], label=column.removeprefix("train_"))
+    left.plot(history["epoch"], history["train_total"], color="black", lw=2, label="total")
+    left.set(xlabel="epoch", ylabel="training loss", yscale="log", title="loss terms")
+    left.legend(fontsize=8, ncol=2)
+    scores = [c for c in ("val_mpq+", "val_pq", "val_r2") if c in history.columns]
+    evaluated = history.dropna(subset=scores) if scores else history.iloc[:0]
+    for column in scores:
+        right.plot(
+            evaluated["epoch"], evaluated[column], marker="o", label=column.removeprefix("val_")
+        )
+    right.axhline(0, color="grey", lw=0.8)
+    right.set(xlabel="epoch", ylabel="score", title="validation")
+    right.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class(table, value: str = "pq", hue: str = "run", title: str = "") -> plt.Figure:
+    """Grouped bars of a per-class score (columns ``class``, ``value`` and ``hue``).
+
+    Where ``table`` holds several rows per (class, hue), e.g. several seeds, the bar is their
+    mean and the error bar their standard deviation.
+    """
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    sns.barplot(data=table, x="class", y=value, hue=hue, errorbar="sd", ax=ax)
+    ax.set(ylabel=value, xlabel="", title=title)
+    ax.legend(fontsize=8, title=hue)
+    fig.tight_layout()
+    return fig
+
+
+def plot_predictions(
+    images: np.ndarray,
+    true: np.ndarray,
+    pred: np.ndarray,
+    scheme: ClassScheme,
+    titles: Sequence[str] | None = None,
+) -> plt.Figure:
+    """Each patch with its true nuclei (top row) and predicted nuclei (bottom row) outlined.
+
+    Args:
+        images: N x H x W x 3 uint8.
+        true, pred: N x H x W x 2 label arrays.
+        scheme: their class scheme (outline colours).
+        titles: one title per patch.
+    """
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(2.8 * n + 1.8, 6), squeeze=False)
+    for k in range(n):
+        for row, (labels, name) in enumerate(((true, "truth"), (pred, "prediction"))):
+            ax = axes[row, k]
+            ax.imshow(outline_nuclei(np.asarray(images[k]), np.asarray(labels[k]), scheme))
+            ax.set_axis_off()
+            ax.set_title(f"{titles[k] if titles else k}: {name}", fontsize=8)
+    axes[0, -1].legend(
+        handles=class_legend(scheme),
+        loc="center left",
+        bbox_to_anchor=(1.02, 0.0),
+        fontsize=8,
+        frameon=False,
+    )
+    fig.tight_layout()
+    return fig

@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from nucstudy.bootstrap import per_image_stats
 from nucstudy.checkpoint import load_checkpoint
 from nucstudy.classes import ClassScheme
 from nucstudy.data.conic import ConicData
-from nucstudy.experiment import CONFIG_FILE, METRICS_FILE, ExperimentConfig, now
+from nucstudy.experiment import CONFIG_FILE, METRICS_FILE, PER_IMAGE_FILE, ExperimentConfig, now
 from nucstudy.io import atomic_write_text
 from nucstudy.metrics import conic_metrics
 from nucstudy.models import build_model
@@ -187,7 +188,10 @@ def evaluate(
     data_name: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Score a trained run on ``data`` and write ``metrics.json`` into the run folder.
+    """Score a trained run on ``data``; write ``metrics.json`` and ``per_image.csv`` beside it.
+
+    ``per_image.csv`` holds the per-image, per-class statistics of
+    :func:`nucstudy.bootstrap.per_image_stats`, from which bootstrap intervals are drawn.
 
     Args:
         run_dir: a run folder written by :class:`nucstudy.train.Trainer`.
@@ -222,6 +226,7 @@ def evaluate(
         progress=progress,
     )
     scores = conic_metrics(pred, data.labels, data.scheme)
+    stats = per_image_stats(pred, data.labels, data.scheme)
     result = {
         **summarise_metrics(scores, data.scheme),
         "data": data_name or config.data,
@@ -234,5 +239,6 @@ def evaluate(
         "device": str(device_t),
         "evaluated": now(),
     }
+    atomic_write_text(Path(run_dir) / PER_IMAGE_FILE, stats.to_csv(index=False))
     atomic_write_text(Path(run_dir) / METRICS_FILE, json.dumps(result, indent=2) + "\n")
     return result

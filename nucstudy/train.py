@@ -351,3 +351,32 @@ def _open_training_data(config: ExperimentConfig) -> ConicData:
         synthetic_size=config.synthetic_size,
         seed=config.seed,
     )
+
+
+def train_and_evaluate(
+    config: ExperimentConfig,
+    test_split: str = "test",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``config`` into its run folder, then score its best checkpoint on test data.
+
+    The test data come from the same source as the training data: CoNSeP's official test
+    split, a synthetic set drawn from another seed, or (CoNIC) the same folder.
+
+    Returns:
+        The metrics dict written to ``<run_dir>/metrics.json``.
+    """
+    from nucstudy.predict import evaluate
+
+    Trainer(config, progress=progress).fit()
+    test = open_source(
+        config.data,
+        test_split,
+        resample=config.resample,
+        synthetic_patches=config.synthetic_patches,
+        synthetic_size=config.synthetic_size,
+        seed=config.seed,
+    )
+    return evaluate(
+        config.run_dir, test, device=config.device, data_name=f"{config.data} ({test_split})"
+    )

@@ -59,6 +59,7 @@ def test_smoke_training_through_the_cli(tmp_path, capsys):
 
     assert cli(["evaluate", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
+    assert len(pd.read_csv(run / "per_image.csv")) == 8 * 6  # 8 test patches x 6 classes
     assert set(metrics["overall"]) >= {"mpq+", "r2", "pq"}
     assert set(metrics["per_class"]) == {
         "neutrophil",
