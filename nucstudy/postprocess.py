@@ -19,8 +19,8 @@ The published constants (Sobel kernel 21, 5 x 5 opening, 10 px minimum sizes) ar
 All resolution logic lives in :meth:`WatershedParams.at`: ``method="native"`` scales the
 kernel sizes and pixel areas to the data's resolution and runs once at that resolution;
 ``method="resample"`` is the CoNIC baseline's route (resize the maps to 0.25 um/px, run
-with the 40x constants, take every second pixel back). Both give the same PQ on perfect
-maps within a fraction of a percent; the native route is several times faster (see
+with the 40x constants, take every second pixel back). On perfect and on blurred, noisy
+synthetic maps the native route scores at least as high and runs several times faster (see
 ``benchmarks/postprocess.py`` and the book's performance chapter).
 
 :func:`hover_postprocess` runs the stages on one patch and returns a :class:`Nuclei`;
@@ -76,10 +76,8 @@ class WatershedParams:
         ``side x s`` (at least 1; Sobel at least 3, at most 31, OpenCV's limits) and each
         minimum size ``ceil(size x s**2)`` pixels. Thresholds do not change. At 0.25 um/px
         these are the published constants; at 0.5 um/px: Sobel 9, no opening (1), no blur
-        (1), minimum sizes 3 px. On perfect and on blurred, noisy synthetic maps at
-        0.5 um/px these give a higher PQ than the baseline's resample route (see
-        ``benchmarks/postprocess.py``); keeping the 40x constants at 20x merges touching
-        nuclei and loses a sixth of the PQ.
+        (1), minimum sizes 3 px. Keeping the 40x constants at 20x merges touching nuclei
+        (the Sobel kernel spans two of them, the opening erases small markers).
         """
         if not mpp > 0:
             raise ValueError(f"mpp must be a positive resolution in um/px, got {mpp}")
@@ -284,7 +282,7 @@ def watershed_instances(
 
     Args:
         energy: H x W float energy from :func:`hv_energy`.
-        markers: H x W int labels from :func:`markers_from_energy` (0 = no marker).
+        markers: H x W int32 labels from :func:`markers_from_energy` (0 = no marker).
         foreground: H x W bool mask.
         blur_ksize: odd side of the Gaussian blur in px (1 = no blur).
 
@@ -359,9 +357,9 @@ def vote_classes(inst_map: np.ndarray, type_map: np.ndarray) -> tuple[np.ndarray
     """
     n = int(inst_map.max(initial=0))
     k = int(type_map.max(initial=0)) + 1
-    votes = np.bincount(
-        inst_map.ravel().astype(np.int64) * k + type_map.ravel(), minlength=(n + 1) * k
-    ).reshape(n + 1, k)[1:]
+    pixel = np.flatnonzero(inst_map)
+    nucleus = inst_map.ravel()[pixel].astype(np.int64) - 1
+    votes = np.bincount(nucleus * k + type_map.ravel()[pixel], minlength=n * k).reshape(n, k)
     class_id = np.zeros(n, dtype=np.int32)
     has_class = votes[:, 1:].sum(axis=1) > 0
     if k > 1:

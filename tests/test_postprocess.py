@@ -179,6 +179,21 @@ def test_vote_majority_ties_and_background():
     np.testing.assert_allclose(class_prob, [0.5, 0.5, 1.0, 1 / 3])
 
 
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_vote_equals_a_mask_per_nucleus(seed):
+    rng = np.random.default_rng(seed)
+    inst = remove_small(rng.integers(0, 6, size=(9, 9)), 1)
+    types = rng.integers(0, 4, size=(9, 9))
+    class_id, class_prob = vote_classes(inst, types)
+    for nucleus in range(1, inst.max() + 1):
+        ids, votes = np.unique(types[inst == nucleus], return_counts=True)
+        ranked = sorted(zip(-votes, ids, strict=True))  # most votes first, then lower id
+        best = next((i for _, i in ranked if i != 0), 0)
+        assert class_id[nucleus - 1] == best
+        assert class_prob[nucleus - 1] == np.mean(types[inst == nucleus] == best)
+
+
 def test_type_map_from_probabilities_or_classes():
     probs = np.zeros((3, 2, 2), np.float32)
     probs[2, 0, 0] = probs[1, 1, 1] = 1.0
