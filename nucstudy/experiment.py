@@ -45,6 +45,7 @@ class ExperimentConfig:
 
     Attributes:
         name: run name (the default run folder is ``<out_root>/<name>``).
+        preset: the preset the config started from (provenance only; ``custom`` if none).
         model: registered model name (``"seresunet"``, ``"hovernet"``).
         model_options: keyword options of the model (``width``, ``depth``, ``use_se``,
             ``use_ca``, ...).
@@ -71,6 +72,7 @@ class ExperimentConfig:
     """
 
     name: str = "run"
+    preset: str = "custom"
     model: str = "seresunet"
     model_options: dict[str, Any] = field(default_factory=dict)
     class_weights: str | list[float] | None = "paper"
@@ -207,7 +209,7 @@ def preset(preset_name: str, /, **changes: Any) -> ExperimentConfig:
     """
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; known: {', '.join(PRESETS)}")
-    values = {"name": preset_name, **PRESETS[preset_name]}
+    values = {"name": preset_name, "preset": preset_name, **PRESETS[preset_name]}
     return ExperimentConfig().replace(**values).replace(**changes)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from nucstudy.bootstrap import per_image_stats
 from nucstudy.checkpoint import load_checkpoint

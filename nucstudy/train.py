@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from nucstudy.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nucstudy.classes import ClassScheme, paper_class_weights
