@@ -1,25 +1,40 @@
-"""The main job: one command from a fresh clone to the study's outputs.
+"""The main job: the whole study from a fresh clone, one progress line per step.
 
-For now it builds the data side of the study: it generates the synthetic data set (the
-embedded default), reads the real CoNSeP-256 patches when they are present, prints and
-writes a data summary, and saves a figure with patches of every source side by side.
+1. data: generate the synthetic set, read CoNSeP-256 when present, write a data summary and
+   the figure of the sources;
+2. train: ``notebooks/train.ipynb`` under papermill, the full model;
+3. ablations: ``notebooks/ablations.ipynb`` (no SE, no CA, no class weights; the full
+   model's run is reused);
+4. HoVer-Net: ``notebooks/train.ipynb`` with the baseline, where a GPU makes it affordable
+   (or when asked for);
+5. Table I: ``notebooks/table1.ipynb``, reading every run in the results registry;
+6. the book: ``jupyter-book build`` into ``_build/html``.
 
-Run ``python -m nucstudy.study --help`` for its options.
+Runs go to ``results/runs/<data>/`` (configs, histories, metrics; checkpoints are
+git-ignored), executed notebooks to ``book/experiments/``. On a CPU the ``cpu-demo`` preset
+is used, on CUDA the paper's. Run ``python -m nucstudy.study --help`` for the options.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from nucstudy.data import ConicData, import_consep256, save_conic, synthetic_conic
+from nucstudy.data import ConicData, import_consep256, parse_source, save_conic, synthetic_conic
 from nucstudy.io import atomic_write_text
-from nucstudy.paths import consep_dir_or_none
+from nucstudy.paths import REPO_ROOT, consep_dir_or_none
 from nucstudy.plots import plot_sources, save_figure
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+EXPERIMENTS = REPO_ROOT / "book" / "experiments"
 
 
 def summarise(name: str, data: ConicData) -> pd.DataFrame:
@@ -42,39 +57,92 @@ def summarise(name: str, data: ConicData) -> pd.DataFrame:
     )
 
 
-def _step(message: str) -> None:
-    print(f"[nucstudy {time.strftime('%H:%M:%S')}] {message}", flush=True)
+class Progress:
+    """Prints one line per step: ``[nucstudy 12:00:00] step 2/6 train: ...``."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+
+    def step(self, name: str, message: str) -> float:
+        self.done += 1
+        print(
+            f"[nucstudy {time.strftime('%H:%M:%S')}] step {self.done}/{self.total} {name}: "
+            f"{message}",
+            flush=True,
+        )
+        return time.perf_counter()
+
+    @staticmethod
+    def finished(start: float, what: str = "done") -> None:
+        minutes = (time.perf_counter() - start) / 60
+        print(f"[nucstudy {time.strftime('%H:%M:%S')}]   {what} in {minutes:.1f} min", flush=True)
 
 
-def run(
+def data_step(
     out: Path, data_dir: Path, n_synthetic: int, consep: Path | None, seed: int
 ) -> pd.DataFrame:
-    """Write the data summary and figure under ``out``, the synthetic set under ``data_dir``.
-
-    Returns:
-        The summary table (see :func:`summarise`).
-    """
-    _step(f"generating {n_synthetic} synthetic patches (seed {seed})")
+    """Write the data summary and figure under ``out``, the synthetic set under ``data_dir``."""
     synthetic = synthetic_conic(n_synthetic, seed=seed)
     save_conic(synthetic, data_dir / "synthetic")
     panels = [("synthetic (CoNIC classes)", synthetic)]
     summaries = [summarise("synthetic", synthetic)]
     if consep is not None:
-        _step(f"reading CoNSeP-256 from {consep}")
         for split in ("train", "test"):
             data = import_consep256(consep, split)
             summaries.append(summarise(f"consep256-{split}", data))
         panels.append(("CoNSeP-256 test, 40x (CoNSeP classes)", data))
-        panels.append(
-            ("CoNSeP-256 test, halved to 20x", import_consep256(consep, "test", resample=True))
-        )
-    else:
-        _step("CoNSeP-256 not found: real data left out (pass --consep PATH)")
+        halved = import_consep256(consep, "test", resample=True)
+        panels.append(("CoNSeP-256 test, halved to 20x", halved))
     summary = pd.concat(summaries, ignore_index=True)
     atomic_write_text(out / "data_summary.csv", summary.to_csv(index=False))
-    figure = save_figure(plot_sources(panels, seed=seed), out / "figures" / "data_sources.png")
-    _step(f"summary written to {out / 'data_summary.csv'}, figure to {figure}")
+    save_figure(plot_sources(panels, seed=seed), out / "figures" / "data_sources.png")
     return summary
+
+
+def run_notebook(template: str, output: Path, parameters: dict[str, Any]) -> Path:
+    """Execute ``notebooks/<template>.ipynb`` with ``parameters`` into ``output``, atomically.
+
+    The notebook runs with the repository root as working directory; on failure the partly
+    executed copy is left beside ``output`` as ``<name>.failed.ipynb`` and the error raised.
+    """
+    import papermill
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}.", suffix=".ipynb")
+    os.close(handle)
+    try:
+        papermill.execute_notebook(
+            str(NOTEBOOKS / f"{template}.ipynb"),
+            tmp,
+            parameters=parameters,
+            cwd=str(REPO_ROOT),
+            kernel_name="python3",
+            progress_bar=False,
+        )
+    except Exception:
+        os.replace(tmp, output.with_name(f"{output.stem}.failed.ipynb"))
+        raise
+    os.replace(tmp, output)
+    return output
+
+
+def build_book(strict: bool = True) -> Path:
+    """Build the Jupyter Book into ``_build/html`` (warnings are errors when ``strict``)."""
+    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(REPO_ROOT)]
+    if strict:
+        command.append("--warningiserror")
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the book did not build:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        )
+    return REPO_ROOT / "_build" / "html" / "index.html"
+
+
+def data_tag(spec: str) -> str:
+    """The registry folder name of a data source: ``synthetic``, ``consep`` or ``conic``."""
+    return parse_source(spec)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,34 +150,115 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m nucstudy.study", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("results/study"),
-        help="folder for the summary and figures",
+        "--data",
+        default="synthetic",
+        help="synthetic (default), consep:<folder> or conic:<folder>",
     )
     parser.add_argument(
-        "--data-dir", type=Path, default=Path("data"), help="folder for generated data sets"
+        "--preset",
+        default="auto",
+        help="auto (paper on CUDA, cpu-demo on CPU), paper, cpu-demo, smoke",
     )
-    parser.add_argument("--synthetic", type=int, default=64, help="synthetic patches to generate")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the ablations")
+    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    parser.add_argument(
+        "--with-hovernet",
+        action="store_true",
+        help="train the HoVer-Net baseline even without a GPU (slow)",
+    )
+    parser.add_argument("--no-book", action="store_true", help="skip building the book")
     parser.add_argument(
         "--consep",
         type=Path,
         default=None,
-        help="CoNSeP-256 folder (default: ../shared/data/consep256 beside the repository, "
-        "used when present)",
+        help="CoNSeP-256 folder for the data figure (default: ../shared/data/consep256 if there)",
+    )
+    parser.add_argument(
+        "--synthetic", type=int, default=64, help="synthetic patches for the data step"
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.synthetic < 1:
-        parser.error("--synthetic must be at least 1")
+    try:
+        tag = data_tag(args.data)
+    except ValueError as error:
+        parser.error(f"--data: {error}")
     consep = consep_dir_or_none(args.consep)
     if args.consep is not None and consep is None:
         parser.error(f"--consep: {args.consep} is not a CoNSeP-256 folder (no train/labels.npz)")
-    summary = run(args.out, args.data_dir, args.synthetic, consep, args.seed)
-    with pd.option_context("display.width", 120, "display.float_format", "{:.3f}".format):
-        print(
-            summary.pivot(index="class", columns="source", values="nuclei").fillna(0).astype(int)
+    data_spec = args.data
+    if tag != "synthetic":
+        folder = parse_source(args.data)[1].resolve()
+        if not folder.exists():
+            parser.error(f"--data: folder {folder} not found")
+        data_spec = f"{tag}:{os.path.relpath(folder, REPO_ROOT)}"  # notebooks run in REPO_ROOT
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    preset = ("paper" if cuda else "cpu-demo") if args.preset == "auto" else args.preset
+    hovernet = cuda or args.with_hovernet
+    runs = Path("results") / "runs" / tag
+    pages = EXPERIMENTS / tag
+    common = {
+        "preset": preset,
+        "data": args.data,
+        "resample": tag == "consep",
+        "out_root": str(runs),
+    }
+    if args.epochs is not None:
+        common["epochs"] = args.epochs
+    progress = Progress(4 + hovernet + (not args.no_book))
+
+    start = progress.step("data", "synthetic set, CoNSeP summary, figure of the sources")
+    data_step(
+        REPO_ROOT / "results" / "study", REPO_ROOT / "data", args.synthetic, consep, args.seed
+    )
+    progress.finished(start)
+
+    start = progress.step("train", f"the full model on {data_spec}, preset {preset} (train.ipynb)")
+    run_notebook(
+        "train",
+        pages / "train.ipynb",
+        {**common, "seed": args.seeds[0], "run_name": f"full-seed{args.seeds[0]}"},
+    )
+    progress.finished(start)
+
+    start = progress.step(
+        "ablations", f"no SE, no CA, no class weights; seeds {args.seeds} (ablations.ipynb)"
+    )
+    run_notebook(
+        "ablations",
+        pages / "ablations.ipynb",
+        {**common, "seeds": args.seeds, "reuse_full": str(runs / f"full-seed{args.seeds[0]}")},
+    )
+    progress.finished(start)
+
+    if hovernet:
+        start = progress.step("hovernet", "the HoVer-Net baseline (train.ipynb)")
+        run_notebook(
+            "train",
+            REPO_ROOT / runs / "hovernet-seed0" / "train.ipynb",
+            {
+                **common,
+                "model": "hovernet",
+                "loss": "hovernet",
+                "class_weights": None,
+                "run_name": "hovernet-seed0",
+            },
         )
+        progress.finished(start)
+
+    start = progress.step("table1", "the paper's Table I beside ours (table1.ipynb)")
+    run_notebook("table1", EXPERIMENTS / "table1.ipynb", {})
+    progress.finished(start)
+
+    if not args.no_book:
+        start = progress.step("book", "building the Jupyter Book")
+        index = build_book()
+        progress.finished(start, f"built {index.relative_to(REPO_ROOT)}")
+    progress.step(
+        "done", f"results in {runs}, executed notebooks in {pages.relative_to(REPO_ROOT)}"
+    )
     return 0
 
 
