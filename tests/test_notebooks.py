@@ -1,0 +1,94 @@
+"""Every notebook runs under papermill with small ("smoke") parameters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import papermill
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+TEACHING = sorted(p.name for p in NOTEBOOKS.glob("0*.ipynb"))
+SMOKE = {"n_patches": 4, "seed": 0}  # the knobs teaching notebooks share, where they have them
+
+
+def _parameters_cell(path: Path) -> nbformat.NotebookNode:
+    notebook = nbformat.read(path, as_version=4)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    return tagged[0]
+
+
+def _run(name: str, out: Path, **parameters) -> nbformat.NotebookNode:
+    papermill.execute_notebook(
+        str(NOTEBOOKS / name),
+        str(out),
+        parameters=parameters,
+        cwd=str(out.parent),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    return nbformat.read(out, as_version=4)
+
+
+def _images(notebook: nbformat.NotebookNode) -> int:
+    return sum(
+        "image/png" in o.get("data", {}) for c in notebook.cells for o in c.get("outputs", [])
+    )
+
+
+def _glued(notebook: nbformat.NotebookNode) -> dict[str, str]:
+    """Values stored with myst_nb.glue: name -> text/plain."""
+    values = {}
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            record = output.get("metadata", {}).get("scrapbook", {})
+            if record:
+                values[record["name"]] = output["data"][record["mime_prefix"] + "text/plain"]
+    return values
+
+
+def test_the_six_teaching_notebooks_exist():
+    assert [n[:2] for n in TEACHING] == ["01", "02", "03", "04", "05", "06"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TEACHING)
+def test_teaching_notebook_runs(name, tmp_path):
+    cell = _parameters_cell(NOTEBOOKS / name)
+    parameters = {k: v for k, v in SMOKE.items() if f"{k} =" in cell.source}
+    executed = _run(name, tmp_path / name, **parameters)
+    assert _images(executed) >= 1, f"{name} drew no figure"
+
+
+@pytest.mark.slow
+def test_experiment_notebooks_run_in_sequence(tmp_path):
+    for name in ("train.ipynb", "ablations.ipynb", "table1.ipynb"):
+        _parameters_cell(NOTEBOOKS / name)
+    runs = tmp_path / "runs"
+    train = _run("train.ipynb", tmp_path / "train.ipynb", preset="smoke", out_root=str(runs))
+    assert _images(train) >= 2  # curves and predictions
+    metrics = json.loads((runs / "full-seed0" / "metrics.json").read_text())
+    assert 0.0 <= metrics["overall"]["mpq+"] <= 1.0
+
+    _run(
+        "ablations.ipynb",
+        tmp_path / "ablations.ipynb",
+        preset="smoke",
+        out_root=str(runs),
+        reuse_full=str(runs / "full-seed0"),
+    )
+    table = pd.read_csv(runs / "ablations.csv", header=[0, 1], index_col=0)
+    assert list(table.index) == ["full", "no SE", "no CA", "no class weights"]
+    assert (runs / "no-SE-seed0" / "metrics.json").is_file()
+    reused = json.loads((runs / "full-seed0" / "metrics.json").read_text())
+    assert reused == metrics  # the full run was reused, not trained again
+
+    table1 = _run("table1.ipynb", tmp_path / "table1.ipynb", runs_roots=[str(runs)], n_boot=100)
+    glued = _glued(table1)
+    assert float(glued["t1_runs_mpq"]) == pytest.approx(metrics["overall"]["mpq+"])
+    assert int(glued["t1_pending"]) == 2  # HoVer-Net and Mask R-CNN have no run here
