@@ -1,0 +1,55 @@
+"""The main job's pieces: arguments, the data step, notebooks run atomically."""
+
+import nbformat
+import pandas as pd
+import pytest
+
+from nucstudy import study
+
+
+def test_bad_arguments_exit_2(capsys):
+    for argv in (
+        ["--data", "imagenet"],
+        ["--data", "consep:/no/such/folder"],
+        ["--consep", "/no/such/folder"],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            study.main(argv)
+        assert exit_info.value.code == 2
+    assert "error: --" in capsys.readouterr().err
+
+
+def test_data_tags():
+    assert study.data_tag("synthetic") == "synthetic"
+    assert study.data_tag("consep:../x") == "consep"
+
+
+def test_data_step_writes_summary_and_figure(tmp_path):
+    summary = study.data_step(tmp_path / "out", tmp_path / "data", 4, None, seed=1)
+    assert list(summary["source"].unique()) == ["synthetic"]
+    assert summary["share"].sum() == pytest.approx(1.0)
+    assert (tmp_path / "out" / "figures" / "data_sources.png").stat().st_size > 10_000
+    assert pd.read_csv(tmp_path / "out" / "data_summary.csv").shape == summary.shape
+    assert (tmp_path / "data" / "synthetic" / "images.npy").is_file()
+
+
+def test_a_failing_notebook_leaves_its_partial_copy_and_no_output(tmp_path, monkeypatch):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    book = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("raise RuntimeError('boom')"),
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
+    nbformat.write(book, notebooks / "broken.ipynb")
+    monkeypatch.setattr(study, "NOTEBOOKS", notebooks)
+    output = tmp_path / "out" / "broken.ipynb"
+    with pytest.raises(Exception, match="boom"):
+        study.run_notebook("broken", output, {"x": 2})
+    assert not output.exists()
+    assert (tmp_path / "out" / "broken.failed.ipynb").is_file()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["broken.failed.ipynb"]
