@@ -194,6 +194,8 @@ def _chunk_table(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarr
     if not _key_fits(n, t_id, p_id, n_classes):  # huge ids: count by rank, report the ids
         t_names, t_id = _ranks(t_id)
         p_names, p_id = _ranks(p_id)
+        if not _key_fits(n, t_id, p_id, n_classes):
+            raise ValueError(f"too many distinct instance ids in {n} patches; pass chunk=1")
     radix = (n, _bound(t_id), n_classes, _bound(p_id), n_classes)
     key = image
     for column, base in zip((t_id, t_cls, p_id, p_cls), radix[1:], strict=True):
