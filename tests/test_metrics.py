@@ -12,6 +12,7 @@ from reference_metrics import count as reference_count
 from reference_metrics import reference_metrics
 from sklearn.metrics import r2_score
 
+from nucstudy import metrics
 from nucstudy.classes import CONIC, CONSEP
 from nucstudy.data import count_nuclei
 from nucstudy.metrics import (
@@ -182,6 +183,21 @@ def test_overlap_table_same_for_any_chunk_size_and_reports_original_ids():
     assert whole.equals(one_by_one)
     assert set(whole["pred_id"]) - {0} == set(np.unique(pred[..., 0])) - {0}
     assert whole["pixels"].sum() == np.count_nonzero((true[..., 0] > 0) | (pred[..., 0] > 0))
+
+
+def test_ranked_ids_give_the_same_table_and_a_hopeless_key_is_refused(monkeypatch):
+    rng = np.random.default_rng(8)
+    true = random_labels(rng, 3, 10, 7)
+    pred = perturbed(rng, true, 7)
+    for labels in (true, pred):  # sparse ids, but small enough for the direct key
+        labels[..., 0] = 97 * np.unique(labels[..., 0], return_inverse=True)[1].reshape(3, 10, 10)
+    direct = overlap_table(pred, true, CONIC).to_frame()
+    key_size = 3 * (int(true[..., 0].max()) + 1) * (int(pred[..., 0].max()) + 1) * 49
+    monkeypatch.setattr(metrics, "_INT64_SAFE", key_size)  # too big now: ranks are used
+    assert overlap_table(pred, true, CONIC).to_frame().equals(direct)
+    monkeypatch.setattr(metrics, "_INT64_SAFE", 10)
+    with pytest.raises(ValueError, match="too many distinct instance ids"):
+        overlap_table(pred, true, CONIC)
 
 
 def test_match_counts_shapes_and_agnostic_matching():
