@@ -332,8 +332,13 @@ def _nucleus_mask(
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     lx, ly = x - x0, y - y0
     if kind in (EOSINOPHIL, NEUTROPHIL):
-        lobes = 2 if kind == EOSINOPHIL else int(rng.integers(3, 5))
-        for lx_k, ly_k, r_k in _lobes(lobes, lx, ly, a, b, angle, rng):
+        lobes = list(
+            _lobes(2 if kind == EOSINOPHIL else int(rng.integers(3, 5)), lx, ly, a, b, angle, rng)
+        )
+        # A thin strand of chromatin joins the lobes: one nucleus is one connected region.
+        strand = np.round(np.array([(x_k, y_k) for x_k, y_k, _ in lobes]) * (1 << _SUBPIXEL))
+        cv2.polylines(mask, [strand.astype(np.int32)], False, 1, thickness=2, shift=_SUBPIXEL)
+        for lx_k, ly_k, r_k in lobes:
             _fill_polygon(
                 mask,
                 _outline(
