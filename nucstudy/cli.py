@@ -160,15 +160,7 @@ def _eval_data(args: argparse.Namespace) -> tuple[ConicData, str]:
     config = ExperimentConfig.load(config_path)
     spec = args.data or config.data
     _check_source(spec)
-    data = open_source(
-        spec,
-        args.split,
-        resample=config.resample,
-        synthetic_patches=config.synthetic_patches,
-        synthetic_size=config.synthetic_size,
-        seed=config.seed,
-    )
-    return data, f"{spec} ({args.split})"
+    return config.replace(data=spec).open_data(args.split), f"{spec} ({args.split})"
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -27,7 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from nucstudy.data.sources import parse_source
+from nucstudy.data.conic import ConicData
+from nucstudy.data.sources import open_source, parse_source
 from nucstudy.io import atomic_write_text
 
 CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE, PER_IMAGE_FILE = (
@@ -130,6 +131,21 @@ class ExperimentConfig:
     def run_dir(self) -> Path:
         """The run folder, ``<out_root>/<name>``."""
         return Path(self.out_root) / self.name
+
+    def open_data(self, split: str = "train") -> ConicData:
+        """The data set of this experiment: ``split`` ``"train"`` or ``"test"`` of its source.
+
+        CoNSeP gives its official split; a synthetic test split is drawn from another seed;
+        a CoNIC folder is one split already.
+        """
+        return open_source(
+            self.data,
+            split,
+            resample=self.resample,
+            synthetic_patches=self.synthetic_patches,
+            synthetic_size=self.synthetic_size,
+            seed=self.seed,
+        )
 
     def replace(self, **changes: Any) -> ExperimentConfig:
         """A copy with ``changes`` applied (unknown names raise a clear error)."""

@@ -39,7 +39,6 @@ from nucstudy.data import (
     NucleiDataset,
     build_augmentation,
     make_loader,
-    open_source,
     split_by_source,
 )
 from nucstudy.experiment import CONFIG_FILE, HISTORY_FILE, ExperimentConfig, now, write_env
@@ -113,7 +112,7 @@ class Trainer:
         self.progress = progress and self.is_main
         seed_everything(config.seed)
 
-        self.data = data if data is not None else _open_training_data(config)
+        self.data = data if data is not None else config.open_data("train")
         self.scheme = self.data.scheme
         self.train_idx, self.val_idx = split_by_source(self.data, config.val_fraction, config.seed)
         augment = build_augmentation(config.crop_size) if config.augment else None
@@ -342,17 +341,6 @@ class Trainer:
         }
 
 
-def _open_training_data(config: ExperimentConfig) -> ConicData:
-    return open_source(
-        config.data,
-        "train",
-        resample=config.resample,
-        synthetic_patches=config.synthetic_patches,
-        synthetic_size=config.synthetic_size,
-        seed=config.seed,
-    )
-
-
 def train_and_evaluate(
     config: ExperimentConfig,
     test_split: str = "test",
@@ -369,14 +357,7 @@ def train_and_evaluate(
     from nucstudy.predict import evaluate
 
     Trainer(config, progress=progress).fit()
-    test = open_source(
-        config.data,
-        test_split,
-        resample=config.resample,
-        synthetic_patches=config.synthetic_patches,
-        synthetic_size=config.synthetic_size,
-        seed=config.seed,
-    )
+    test = config.open_data(test_split)
     return evaluate(
         config.run_dir, test, device=config.device, data_name=f"{config.data} ({test_split})"
     )
