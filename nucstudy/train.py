@@ -88,7 +88,7 @@ class Trainer:
 
     Args:
         config: the experiment.
-        data: training data; default: ``open_source(config.data, "train", ...)``.
+        data: training data; default: ``config.open_data("train")``.
         run_dir: where to write; default ``config.run_dir``.
         resume: continue from ``run_dir/checkpoints/last.pt`` (its config must match).
         progress: show tqdm bars (rank 0 only).
