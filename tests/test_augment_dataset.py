@@ -62,3 +62,19 @@ def test_loader_order_depends_on_seed_only(synthetic_small):
     assert order(4) != order(5)
     batch = next(iter(make_loader(ds, 4)))
     assert batch["image"].shape == (4, 3, 256, 256) and batch["hv"].shape == (4, 2, 256, 256)
+
+
+def test_augmentation_steps_draw_independently(synthetic_small):
+    """Each step has its own random stream: flips occur alone, few items come back unchanged."""
+    transform = build_augmentation()
+    image, label = synthetic_small.images[0], synthetic_small.labels[0]
+    flips = {"h": np.fliplr(label), "v": np.flipud(label)}
+    seen, unchanged = set(), 0
+    for seed in range(120):
+        _, out = augment_pair(transform, image, label, seed)
+        for name, flipped in flips.items():
+            if np.array_equal(out, flipped):
+                seen.add(name)
+        unchanged += np.array_equal(out, label)
+    assert seen == {"h", "v"}  # a flip alone happens (only when the affine step is skipped)
+    assert unchanged <= 120 * 0.05  # skipping all four steps: 0.5 * 0.5 * 0.2 * 0.2 = 1 %

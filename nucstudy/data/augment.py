@@ -71,6 +71,18 @@ def augment_pair(
     Returns:
         The augmented image (h x w x 3 uint8) and label map (h x w x 2 int32).
     """
-    transform.set_random_seed(seed)
+    _seed_each(transform, seed)
     out = transform(image=np.ascontiguousarray(image), mask=np.ascontiguousarray(label))
     return out["image"], out["mask"].astype(np.int32, copy=False)
+
+
+def _seed_each(transform: A.Compose, seed: int) -> None:
+    """Seed the pipeline and give each of its steps a seed of its own.
+
+    ``Compose.set_random_seed`` hands one seed to every step, so all steps would make the
+    same first draw (both flips together, every step applied or skipped together).
+    """
+    transform.set_random_seed(seed)
+    children = np.random.SeedSequence(seed).spawn(len(transform.transforms))
+    for step, child in zip(transform.transforms, children, strict=True):
+        step.set_random_seed(int(child.generate_state(1)[0]))

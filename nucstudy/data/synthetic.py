@@ -203,7 +203,7 @@ class _PatchPainter:
         # Nuclei at the base of the cells, long axis along the cell (radial).
         ring_a, ring_b = axes_lumen[0] + 0.68 * height, axes_lumen[1] + 0.68 * height
         perimeter = np.pi * (ring_a + ring_b)
-        count = int(perimeter / rng.uniform(9.0, 11.5))
+        count = int(perimeter / rng.uniform(6.8, 8.6))
         t = np.deg2rad(tilt)
         for phi in np.linspace(0, 2 * np.pi, count, endpoint=False) + rng.normal(0, 0.04, count):
             ex, ey = ring_a * np.cos(phi), ring_b * np.sin(phi)
@@ -302,14 +302,15 @@ class _PatchPainter:
         return inst, morphology[self.inst] * (inst > 0)
 
 
-# Semi-axes of the nucleus in px at 0.5 um/px: a (long), b (short) ranges.
+# Semi-axes of the nucleus in px at 0.5 um/px: a (long), b (short) ranges. Chosen so that
+# median nucleus areas come near those of the CoNSeP patches halved to 20x.
 _NUCLEUS_SHAPES: dict[int, dict[str, tuple[float, float]]] = {
-    LYMPHOCYTE: {"a": (4.0, 5.4), "b": (3.7, 5.0)},
-    EPITHELIAL: {"a": (8.0, 11.5), "b": (5.2, 7.2)},
-    PLASMA: {"a": (4.3, 5.6), "b": (3.7, 4.8)},
-    EOSINOPHIL: {"a": (5.5, 6.6), "b": (3.3, 4.2)},
-    NEUTROPHIL: {"a": (5.5, 6.8), "b": (4.0, 5.0)},
-    CONNECTIVE: {"a": (8.5, 14.0), "b": (2.2, 3.6)},
+    LYMPHOCYTE: {"a": (3.2, 4.3), "b": (3.0, 4.0)},
+    EPITHELIAL: {"a": (5.6, 8.2), "b": (3.8, 5.0)},
+    PLASMA: {"a": (3.4, 4.5), "b": (3.0, 3.8)},
+    EOSINOPHIL: {"a": (4.4, 5.3), "b": (2.8, 3.4)},
+    NEUTROPHIL: {"a": (4.4, 5.4), "b": (3.2, 4.0)},
+    CONNECTIVE: {"a": (5.6, 9.2), "b": (1.6, 2.5)},
 }
 
 
