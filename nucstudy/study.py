@@ -256,9 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         start = progress.step("book", "building the Jupyter Book")
         index = build_book()
         progress.finished(start, f"built {index.relative_to(REPO_ROOT)}")
-    progress.step(
-        "done", f"results in {runs}, executed notebooks in {pages.relative_to(REPO_ROOT)}"
-    )
+    print(f"[nucstudy] study done: runs in {runs}, notebooks in {pages.relative_to(REPO_ROOT)}")
     return 0
 
 
