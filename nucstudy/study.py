@@ -123,8 +123,18 @@ def run_notebook(template: str, output: Path, parameters: dict[str, Any]) -> Pat
     except Exception:
         os.replace(tmp, output.with_name(f"{output.stem}.failed.ipynb"))
         raise
+    _freeze(Path(tmp))
     os.replace(tmp, output)
     return output
+
+
+def _freeze(path: Path) -> None:
+    """Mark an executed notebook so that the book shows it as is and never runs it again."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    notebook.metadata["mystnb"] = {"execution_mode": "off"}
+    nbformat.write(notebook, path)
 
 
 def build_book(strict: bool = True) -> Path:

@@ -35,6 +35,8 @@ def built_book(tmp_path_factory) -> Path:
         timeout=1800,
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    executed = [line for line in done.stdout.splitlines() if "Executing notebook" in line]
+    assert not [line for line in executed if "experiments" in line]  # shown as committed
     return out / "_build" / "html"
 
 

@@ -53,3 +53,18 @@ def test_a_failing_notebook_leaves_its_partial_copy_and_no_output(tmp_path, monk
     assert not output.exists()
     assert (tmp_path / "out" / "broken.failed.ipynb").is_file()
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["broken.failed.ipynb"]
+
+
+def test_executed_notebooks_are_frozen_for_the_book(tmp_path, monkeypatch):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    book = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
+    nbformat.write(book, notebooks / "ok.ipynb")
+    monkeypatch.setattr(study, "NOTEBOOKS", notebooks)
+    out = study.run_notebook("ok", tmp_path / "out" / "ok.ipynb", {"x": 2})
+    assert nbformat.read(out, as_version=4).metadata["mystnb"] == {"execution_mode": "off"}
