@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 TEACHING = sorted(p.name for p in NOTEBOOKS.glob("0*.ipynb"))
-SMOKE = {"n_patches": 4, "seed": 0}  # the knobs teaching notebooks share, where they have them
+SMOKE = {"n_patches": 8, "seed": 0}  # the knobs teaching notebooks share (8: two sources)
 
 
 def _parameters_cell(path: Path) -> nbformat.NotebookNode:
