@@ -13,7 +13,7 @@ import pandas as pd
 
 from nucstudy.classes import ClassScheme, get_scheme
 from nucstudy.data.conic import challenge_crop, count_nuclei
-from nucstudy.metrics import match_counts, overlap_table, panoptic_quality
+from nucstudy.metrics import match_counts, overlap_table, panoptic_quality, r2_from_sums
 
 STATS = ("tp", "fp", "fn", "sum_iou", "true_count", "pred_count")
 
@@ -73,10 +73,9 @@ def _scores(weights: np.ndarray, a: dict[str, np.ndarray]) -> tuple[np.ndarray, 
     t, p = a["true_count"], a["pred_count"]
     ss_res = weights @ (t - p) ** 2
     ss_tot = weights @ t**2 - (weights @ t) ** 2 / n
+    # sum(t^2) - sum(t)^2 / n leaves rounding residue where the truth is constant
     ss_tot = np.where(ss_tot > 1e-9 * np.maximum(weights @ t**2, 1.0), ss_tot, 0.0)
-    r2 = np.where(ss_res == 0, 1.0, 0.0)
-    np.subtract(1.0, ss_res / np.where(ss_tot > 0, ss_tot, 1.0), out=r2, where=ss_tot > 0)
-    return pq.mean(axis=1), r2.mean(axis=1)
+    return pq.mean(axis=1), r2_from_sums(ss_res, ss_tot).mean(axis=1)
 
 
 def scores_from_stats(stats: pd.DataFrame) -> dict[str, float]:

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from nucstudy.classes import ClassScheme, get_scheme
-from nucstudy.data import challenge_crop, count_nuclei
+from nucstudy.data import challenge_crop, check_label_layout, count_nuclei
 
 #: A predicted and a true object match when their IoU is strictly greater than this.
 MATCH_IOU = 0.5
@@ -118,16 +118,7 @@ def panoptic_quality(
 
 def _check_maps(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Check the N x H x W x 2 layout and dtypes; return both as arrays (maps stay mapped)."""
-    arrays = []
-    for name, array in (("pred", pred), ("true", true)):
-        if not isinstance(array, np.ndarray):
-            array = np.asarray(array)
-        if array.ndim != 4 or array.shape[-1] != 2:
-            raise ValueError(f"{name}: expected shape N x H x W x 2, got {array.shape}")
-        if not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"{name}: expected an integer dtype, got {array.dtype}")
-        arrays.append(array)
-    pred, true = arrays
+    pred, true = check_label_layout(pred, "pred"), check_label_layout(true, "true")
     if pred.shape != true.shape:
         raise ValueError(f"pred {pred.shape} and true {true.shape} differ in shape")
     return pred, true
@@ -423,6 +414,16 @@ def r2_per_class(true_counts: np.ndarray, pred_counts: np.ndarray) -> np.ndarray
         return np.full(true_counts.shape[1], np.nan)
     ss_res = ((true_counts - pred_counts) ** 2).sum(axis=0)
     ss_tot = ((true_counts - true_counts.mean(axis=0)) ** 2).sum(axis=0)
+    return r2_from_sums(ss_res, ss_tot)
+
+
+def r2_from_sums(ss_res: np.ndarray, ss_tot: np.ndarray) -> np.ndarray:
+    """R² = 1 - SS_res / SS_tot elementwise, with scikit-learn's rule for SS_tot = 0.
+
+    A constant truth (SS_tot = 0) scores 1.0 where it is predicted exactly (SS_res = 0) and
+    0.0 otherwise.
+    """
+    ss_res, ss_tot = np.asarray(ss_res, np.float64), np.asarray(ss_tot, np.float64)
     r2 = np.where(ss_res == 0, 1.0, 0.0)
     np.subtract(1.0, ss_res / np.where(ss_tot > 0, ss_tot, 1.0), out=r2, where=ss_tot > 0)
     return r2

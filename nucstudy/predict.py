@@ -28,9 +28,9 @@ from nucstudy.experiment import CONFIG_FILE, METRICS_FILE, PER_IMAGE_FILE, Exper
 from nucstudy.io import atomic_write_text
 from nucstudy.metrics import conic_metrics
 from nucstudy.models import build_model
+from nucstudy.models.blocks import SIZE_MULTIPLE
 from nucstudy.postprocess import postprocess_batch, to_conic_labels
 
-SIZE_MULTIPLE = 32
 # Flips for test-time augmentation: (flip width, flip height).
 _FLIPS = ((False, False), (True, False), (False, True), (True, True))
 

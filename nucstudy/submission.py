@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from nucstudy.classes import ClassScheme, get_scheme
-from nucstudy.data import challenge_crop, count_nuclei
+from nucstudy.data import challenge_crop, check_label_layout, count_nuclei
 from nucstudy.io import atomic_write_many
 
 PREDICTIONS_FILE = "predictions.npy"
@@ -29,11 +29,7 @@ _INT32 = np.iinfo(np.int32)
 
 def _checked_predictions(predictions: np.ndarray, scheme: ClassScheme) -> np.ndarray:
     """Validate the N x H x W x 2 layout and values; return the array as int32."""
-    predictions = np.asarray(predictions)
-    if predictions.ndim != 4 or predictions.shape[-1] != 2:
-        raise ValueError(f"predictions: expected shape N x H x W x 2, got {predictions.shape}")
-    if not np.issubdtype(predictions.dtype, np.integer):
-        raise ValueError(f"predictions: expected an integer dtype, got {predictions.dtype}")
+    predictions = np.asarray(check_label_layout(predictions, "predictions"))
     if predictions.size:
         inst = predictions[..., 0]
         if int(inst.min()) < 0 or int(inst.max()) > _INT32.max:

@@ -60,7 +60,7 @@ def count_nuclei(
     Returns:
         N x K int64 array, K = number of foreground classes, column k for class id k + 1.
     """
-    labels = _check_label_array(labels, "labels")
+    labels = check_label_layout(labels, "labels")
     n, height, width, _ = labels.shape
     if crop is not None:
         if crop > min(height, width) or crop <= 0:
@@ -94,7 +94,13 @@ def _unique_instance_class_pairs(chunk: np.ndarray):
         yield pairs // high, pairs % high
 
 
-def _check_label_array(labels: np.ndarray, where: str) -> np.ndarray:
+def check_label_layout(labels: np.ndarray, where: str = "labels") -> np.ndarray:
+    """Check the N x H x W x 2 integer layout of a label array; return it as an array.
+
+    Raises:
+        ValueError: naming ``where``, for a wrong shape or a non-integer dtype. Memory maps
+            are returned as they are (nothing is read).
+    """
     if not isinstance(labels, np.ndarray):
         labels = np.asarray(labels)
     if labels.ndim != 4 or labels.shape[-1] != 2:
@@ -111,7 +117,7 @@ def validate_labels(labels: np.ndarray, scheme: ClassScheme, where: str = "label
     scheme, class foreground equal to instance foreground, and one class per instance.
     Memory-mapped arrays are read in chunks.
     """
-    labels = _check_label_array(labels, where)
+    labels = check_label_layout(labels, where)
     for start in range(0, labels.shape[0], _CHUNK):
         chunk = np.asarray(labels[start : start + _CHUNK])
         inst, cls = chunk[..., 0], chunk[..., 1]
@@ -160,7 +166,7 @@ class ConicData:
             raise ValueError(f"images: expected N x H x W x 3, got {self.images.shape}")
         if self.images.dtype != np.uint8:
             raise ValueError(f"images: expected uint8, got {self.images.dtype}")
-        _check_label_array(self.labels, "labels")
+        check_label_layout(self.labels, "labels")
         if self.labels.dtype != np.int32:
             raise ValueError(f"labels: expected int32, got {self.labels.dtype}")
         if self.labels.shape[:3] != self.images.shape[:3]:
