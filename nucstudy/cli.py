@@ -223,8 +223,7 @@ def _data(args: argparse.Namespace) -> int:
             source = f"conic:{source}"
         _check_source(source)
         data = open_source(source, args.split)
-        table = data.counts_frame().sum().rename("nuclei").to_frame()
-        table["share"] = (table["nuclei"] / max(int(table["nuclei"].sum()), 1)).round(4)
+        table = data.class_summary().round({"share": 4})
         print(
             f"{source}: {len(data)} patches of "
             f"{data.images.shape[1]} x {data.images.shape[2]} px, "

@@ -44,17 +44,9 @@ def summarise(name: str, data: ConicData) -> pd.DataFrame:
         DataFrame with columns source, class, nuclei, share (fraction of the source's nuclei),
         patches, mpp.
     """
-    totals = data.counts.sum(axis=0)
-    return pd.DataFrame(
-        {
-            "source": name,
-            "class": list(data.scheme.foreground_names),
-            "nuclei": totals,
-            "share": totals / max(int(totals.sum()), 1),
-            "patches": len(data),
-            "mpp": data.mpp,
-        }
-    )
+    table = data.class_summary().reset_index()
+    table.insert(0, "source", name)
+    return table.assign(patches=len(data), mpp=data.mpp)
 
 
 class Progress:

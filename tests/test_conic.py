@@ -230,3 +230,10 @@ def test_saved_files_are_readable_by_others(tmp_path, synthetic_small):
     save_conic(synthetic_small.subset([0]), tmp_path)
     mode = (tmp_path / "images.npy").stat().st_mode & 0o777
     assert mode & 0o044 == 0o044  # not mkstemp's private 0600
+
+
+def test_class_summary_counts_and_shares(synthetic_small):
+    table = synthetic_small.class_summary()
+    assert list(table.index) == list(CONIC.foreground_names)
+    assert table["nuclei"].tolist() == synthetic_small.counts.sum(axis=0).tolist()
+    assert table["share"].sum() == pytest.approx(1.0)

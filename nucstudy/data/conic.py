@@ -210,6 +210,15 @@ class ConicData:
         """Counts as a DataFrame with one column per foreground class name."""
         return pd.DataFrame(self.counts, columns=list(self.scheme.foreground_names))
 
+    def class_summary(self) -> pd.DataFrame:
+        """One row per foreground class: ``nuclei`` counted on the central region of every
+        patch, and their ``share`` of all nuclei; indexed by class name."""
+        totals = self.counts.sum(axis=0)
+        return pd.DataFrame(
+            {"nuclei": totals, "share": totals / max(int(totals.sum()), 1)},
+            index=pd.Index(self.scheme.foreground_names, name="class"),
+        )
+
 
 def _fail(path: Path, problem: str) -> ValueError:
     return ValueError(f"{path}: {problem}")
