@@ -25,6 +25,7 @@ import numpy as np
 from nucstudy.checkpoint import CheckpointError
 from nucstudy.data import ConicData, import_consep256, open_source, save_conic, synthetic_conic
 from nucstudy.experiment import CONFIG_FILE, PRESETS, ExperimentConfig, preset
+from nucstudy.postprocess import ROUTES
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="auto, cpu or cuda")
     train.add_argument("--model", help="seresunet or hovernet")
+    train.add_argument(
+        "--postprocess", choices=list(ROUTES), help="post-processing route of validation"
+    )
     train.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
     train.add_argument(
         "--set",
@@ -83,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="any ExperimentConfig field, e.g. --set class_weights=null",
     )
     train.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--quiet", action="store_true", help="no per-epoch lines and no progress bar"
+    )
 
     for name, text in (
         ("evaluate", "score a run and write metrics.json"),
@@ -97,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--tta", action="store_true", help="flip test-time augmentation")
         sub.add_argument("--device", default="auto")
         sub.add_argument("--batch-size", type=int, default=16)
+        sub.add_argument(
+            "--postprocess",
+            choices=list(ROUTES),
+            help="post-processing route (default: the run's config)",
+        )
+        sub.add_argument(
+            "--postprocess-workers",
+            type=int,
+            default=1,
+            help="processes that post-process while the network runs (0: none)",
+        )
         if name == "predict":
             sub.add_argument("--out", type=Path, help="folder (default <run_dir>/predictions)")
 
@@ -124,7 +141,7 @@ def _train(args: argparse.Namespace) -> int:
 
     config = ExperimentConfig.load(args.config) if args.config else preset(args.preset)
     changes: dict[str, Any] = _pairs(args.set, "--set")
-    for field in ("data", "epochs", "seed", "device", "model"):
+    for field in ("data", "epochs", "seed", "device", "model", "postprocess"):
         if getattr(args, field) is not None:
             changes[field] = getattr(args, field)
     if args.model_option:
@@ -160,7 +177,9 @@ def _eval_data(args: argparse.Namespace) -> tuple[ConicData, str]:
     config = ExperimentConfig.load(config_path)
     spec = args.data or config.data
     _check_source(spec)
-    return config.replace(data=spec).open_data(args.split), f"{spec} ({args.split})"
+    if args.data:  # another source than the run's: its own split, not the run's test_data
+        config = config.replace(data=spec, test_data=None)
+    return config.open_data(args.split), f"{spec} ({args.split})"
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -175,6 +194,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         data_name=name,
+        postprocess_workers=args.postprocess_workers,
+        route=args.postprocess,
     )
     overall = result["overall"]
     print(
@@ -185,7 +206,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from nucstudy.predict import load_run_model, predict_labels, resolve_device
+    from nucstudy.device import resolve_device
+    from nucstudy.predict import load_run_model, predict_labels
     from nucstudy.submission import write_submission
 
     data, name = _eval_data(args)
@@ -200,6 +222,8 @@ def _predict(args: argparse.Namespace) -> int:
         device,
         args.tta,
         config.mixed_precision,
+        postprocess_workers=args.postprocess_workers,
+        route=args.postprocess or config.postprocess,
         progress=True,
     )
     out = args.out or args.run_dir / "predictions"

@@ -8,6 +8,8 @@ A run folder is self-describing::
       history.csv      one row per epoch: loss terms, lr, metrics, seconds, images/s
       metrics.json     evaluation: overall and per class (written by nucstudy.predict)
       per_image.csv    per-image, per-class statistics behind metrics.json (for bootstraps)
+      trained_on.json  fingerprints of the patches it trained and validated on, so that
+                       evaluation refuses to score it on them
       checkpoints/     best.pt and last.pt (git-ignored)
 
 :func:`collect` gathers many run folders into one DataFrame for the notebooks.
@@ -21,6 +23,7 @@ import os
 import platform
 import subprocess
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +33,17 @@ import pandas as pd
 from nucstudy.data.conic import ConicData
 from nucstudy.data.sources import open_source, parse_source
 from nucstudy.io import atomic_write_text
+from nucstudy.models import model_option_problems
+from nucstudy.postprocess import ROUTES
+from nucstudy.validation import type_problems
 
-CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE, PER_IMAGE_FILE = (
+CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE, PER_IMAGE_FILE, TRAINED_ON_FILE = (
     "config.json",
     "env.json",
     "history.csv",
     "metrics.json",
     "per_image.csv",
+    "trained_on.json",
 )
 
 
@@ -54,10 +61,18 @@ class ExperimentConfig:
             the data's scheme), ``None`` (plain cross-entropy: the "no class weights"
             ablation), or one float per class of the scheme.
         loss: ``"paper"`` (eqs. 1-5) or ``"hovernet"`` (HoVer-Net's loss).
+        postprocess: post-processing route for validation and evaluation (see
+            :func:`nucstudy.postprocess.hover_postprocess`): ``"native"`` (HoVer-Net's
+            constants scaled to the data's resolution) or ``"resample"`` (the CoNIC baseline:
+            maps resized to 0.25 um/px, the 40x constants, and back).
         data: data source: ``"synthetic"``, ``"consep:<folder>"`` or ``"conic:<folder>"``.
         synthetic_patches: patches generated when ``data`` is synthetic.
         synthetic_size: their side in pixels.
         resample: halve CoNSeP's 40x to CoNIC's 20x.
+        test_fraction: CoNIC folder: share of its patches held out, by source image, as the
+            test split (:func:`nucstudy.data.sources.conic_split`, a fixed seed).
+        test_data: a separate test source (e.g. ``"conic:<test folder>"``); then ``data`` is
+            trained on whole and the test split is read from here.
         val_fraction: share of patches (grouped by source image) held out for validation.
         augment: apply the paper's augmentation to training patches.
         crop_size: side of the random training crop (None: whole patches).
@@ -66,7 +81,14 @@ class ExperimentConfig:
             milestone epoch.
         seed: seeds weights, shuffling, augmentation and the split.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
-        mixed_precision: bf16 autocast and channels_last on CUDA (ignored on CPU).
+        mixed_precision: take the device's fast path, bf16 autocast and channels_last where
+            the device supports them (CUDA; CPUs with AVX512-BF16 or AMX), detected at run
+            time by :func:`nucstudy.device.choose_fast_path`; False: float32 everywhere.
+            The path taken is recorded in ``env.json``.
+        compile: train through ``torch.compile`` (inductor). Opt-in: on the study's 2-core
+            CPU it makes a training step of the default network about 1.2x as fast after a
+            compilation of about 100 s (``benchmarks/train.py``), which pays off only in
+            long runs.
         workers: DataLoader processes.
         eval_every: validate every this many epochs (and after the last).
         out_root: folder under which run folders are made.
@@ -78,10 +100,13 @@ class ExperimentConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
     class_weights: str | list[float] | None = "paper"
     loss: str = "paper"
+    postprocess: str = "native"
     data: str = "synthetic"
     synthetic_patches: int = 512
     synthetic_size: int = 256
     resample: bool = False
+    test_fraction: float = 0.2
+    test_data: str | None = None
     val_fraction: float = 0.2
     augment: bool = True
     crop_size: int | None = None
@@ -94,18 +119,25 @@ class ExperimentConfig:
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = True
+    compile: bool = False
     workers: int = 4
     eval_every: int = 1
     out_root: str = "runs"
 
     def __post_init__(self) -> None:
-        problems = []
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        problems = type_problems(values, typing.get_type_hints(type(self)), "config field")
+        if problems:  # the range checks below need the right types
+            raise ValueError("invalid experiment config: " + "; ".join(problems))
+        problems = model_option_problems(self.model, self.model_options)
         if self.epochs < 1:
             problems.append(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             problems.append(f"lr must be positive, got {self.lr}")
+        if not 0 < self.test_fraction < 1:
+            problems.append(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0 < self.val_fraction < 1:
             problems.append(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -116,14 +148,19 @@ class ExperimentConfig:
             problems.append(f"workers must be >= 0, got {self.workers}")
         if self.loss not in ("paper", "hovernet"):
             problems.append(f"loss must be 'paper' or 'hovernet', got {self.loss!r}")
+        if self.postprocess not in ROUTES:
+            problems.append(
+                f"postprocess must be {' or '.join(map(repr, ROUTES))}, got {self.postprocess!r}"
+            )
         if isinstance(self.class_weights, str) and self.class_weights != "paper":
             problems.append(
                 f"class_weights must be 'paper', null or a list, got {self.class_weights!r}"
             )
-        try:
-            parse_source(self.data)
-        except ValueError as error:
-            problems.append(str(error))
+        for spec in [self.data] + ([self.test_data] if self.test_data is not None else []):
+            try:
+                parse_source(spec)
+            except ValueError as error:
+                problems.append(str(error))
         if problems:
             raise ValueError("invalid experiment config: " + "; ".join(problems))
 
@@ -136,15 +173,23 @@ class ExperimentConfig:
         """The data set of this experiment: ``split`` ``"train"`` or ``"test"`` of its source.
 
         CoNSeP gives its official split; a synthetic test split is drawn from another seed;
-        a CoNIC folder is one split already.
+        a CoNIC folder is split by source image (``test_fraction``). With ``test_data``,
+        training takes the whole of ``data`` and testing the whole of ``test_data`` (for a
+        CoNIC folder; the test split of another source).
         """
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        spec = self.data if split == "train" or self.test_data is None else self.test_data
+        if self.test_data is not None and parse_source(spec)[0] == "conic":
+            split = "all"
         return open_source(
-            self.data,
+            spec,
             split,
             resample=self.resample,
             synthetic_patches=self.synthetic_patches,
             synthetic_size=self.synthetic_size,
             seed=self.seed,
+            test_fraction=self.test_fraction,
         )
 
     def replace(self, **changes: Any) -> ExperimentConfig:
@@ -283,7 +328,8 @@ def collect(root: str | os.PathLike) -> pd.DataFrame:
 
     A run folder is one holding ``config.json``. Each row has the run's folder
     (``run_dir``), its config fields (``model_options`` flattened to ``model.<option>``),
-    ``device_name``, ``started``/``finished`` from env.json, the last epoch of its history,
+    ``device_name``, ``started``/``finished`` and ``bf16`` (whether the run took bf16; None
+    where env.json predates the record) from env.json, the last epoch of its history,
     and its overall metrics (``mpq+``, ``r2``, ``pq``, ...) from metrics.json, where those
     files exist (missing ones give NaN, so pending runs still show).
     """
@@ -297,6 +343,7 @@ def collect(root: str | os.PathLike) -> pd.DataFrame:
         env = _read_json(run_dir / ENV_FILE)
         for key in ("device_name", "started", "finished", "git_commit"):
             row[key] = env.get(key)
+        row["bf16"] = env.get("fast_path", {}).get("bf16")
         history = run_dir / HISTORY_FILE
         row["epochs_done"] = len(pd.read_csv(history)) if history.is_file() else 0
         metrics = _read_json(run_dir / METRICS_FILE)

@@ -13,10 +13,14 @@ The paper's loss, :class:`SegmentationLoss`::
 - cross-entropy, optionally class-weighted (:func:`cross_entropy`), over all N = B H W pixels:
   ``CE = (1/N) sum_i w[g_i] * (-log p_i[g_i])``; with no weights, ``w = 1``;
 - soft Dice, eq. (5) (:func:`soft_dice_loss`): for each class c, with sums over the batch's
-  pixels, ``D_c = 1 - (2 sum p_c g_c + eps) / (sum p_c + sum g_c + eps)``, and
-  ``Dice = sum_c D_c`` over all classes, background included, with eps = 1e-3 (HoVer-Net's
-  form). A class absent from the batch contributes ``1 - eps / (sum p_c + eps)``, which only
-  reaches 0 once the model predicts it nowhere;
+  pixels, the Dice coefficient ``d_c = (2 sum p_c g_c + eps) / (sum p_c + sum g_c + eps)``,
+  and ``Dice = 1 - (1/|C|) sum_c d_c``, the mean over all |C| classes, background included,
+  with eps = 1e-3. This is the paper's eq. (5), ``-(2/|C|) sum_c (...)``, shifted by the
+  constant 1 so that it is 0 at a perfect prediction; eps sits as in HoVer-Net (the printed
+  ``2 (sum p g + eps)`` would give a class absent from batch and prediction a Dice of 2).
+  HoVer-Net's loss sums instead, ``sum_c (1 - d_c)`` (``dice="sum"``): |C| times the
+  gradient. A class absent from the batch has ``d_c = eps / (sum p_c + eps)``, which only
+  reaches 1 once the model predicts it nowhere;
 - ``hv_mse``: the mean squared error of the HV maps over every pixel and both channels.
 
 The TP cross-entropy uses :data:`PAPER_CLASS_WEIGHTS`; ``class_weights=None`` gives the plain
@@ -34,6 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nucstudy.classes import CONIC, PAPER_CLASS_WEIGHTS_BY_NAME, class_weights
+
+#: How the soft Dice reduces over classes: the paper's mean or HoVer-Net's sum.
+DICE_REDUCTIONS = ("mean", "sum")
 
 #: The paper's TP class weights in CoNIC id order (background, neutrophil, epithelial,
 #: lymphocyte, plasma, eosinophil, connective): (1, 4, 2, 2, 3, 4, 2).
@@ -84,25 +91,33 @@ def cross_entropy(
     return per_pixel.mean()
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """Soft Dice loss summed over classes (the paper's eq. (5), HoVer-Net's form).
+def soft_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-3, reduction: str = "mean"
+) -> torch.Tensor:
+    """Soft Dice loss over classes: the paper's mean (eq. (5)) or HoVer-Net's sum.
 
-    ``sum_c [1 - (2 sum p_c g_c + eps) / (sum p_c + sum g_c + eps)]`` with p the softmax of
-    ``logits``, g the one-hot target, and the inner sums over the batch and all pixels.
+    With ``d_c = (2 sum p_c g_c + eps) / (sum p_c + sum g_c + eps)``, p the softmax of
+    ``logits``, g the one-hot target and the sums over the batch and all pixels:
+    ``reduction="mean"`` gives ``1 - (1/K) sum_c d_c`` (the paper's eq. (5) plus 1), and
+    ``reduction="sum"`` gives ``sum_c (1 - d_c)`` (HoVer-Net's form, K times the mean).
 
     Args:
         logits: B x K x H x W float.
         target: B x H x W integer class ids in 0..K-1.
         eps: smoothing added to numerator and denominator.
+        reduction: ``"mean"`` or ``"sum"`` over the K classes.
 
     Returns:
-        A float32 scalar in [0, K].
+        A float32 scalar in [0, 1] (mean) or [0, K] (sum).
     """
+    if reduction not in DICE_REDUCTIONS:
+        raise ValueError(f"dice reduction must be 'mean' or 'sum', got {reduction!r}")
     probs = torch.softmax(logits.float(), dim=1)
     onehot = F.one_hot(target.long(), probs.shape[1]).permute(0, 3, 1, 2).to(probs)
     overlap = (probs * onehot).sum(dim=(0, 2, 3))
     total = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
-    return (1 - (2 * overlap + eps) / (total + eps)).sum()
+    per_class = 1 - (2 * overlap + eps) / (total + eps)
+    return per_class.mean() if reduction == "mean" else per_class.sum()
 
 
 def sobel_kernels(size: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,6 +213,8 @@ class SegmentationLoss(nn.Module):
             defaults to :data:`PAPER_CLASS_WEIGHTS` (CoNIC); None for plain cross-entropy.
         term_weights: overrides of the term weights by name (defaults: all 1).
         dice_eps: smoothing of the soft Dice.
+        dice: ``"mean"`` over classes (the paper's eq. (5), the default) or ``"sum"``
+            (HoVer-Net's form).
 
     Calling it returns ``{"np_ce", "np_dice", "hv_mse", "tp_ce", "tp_dice", "total"}``, each a
     float32 scalar; the terms unweighted, ``total`` their weighted sum.
@@ -210,8 +227,12 @@ class SegmentationLoss(nn.Module):
         class_weights: Sequence[float] | None = PAPER_CLASS_WEIGHTS,
         term_weights: Mapping[str, float] | None = None,
         dice_eps: float = 1e-3,
+        dice: str = "mean",
     ) -> None:
         super().__init__()
+        if dice not in DICE_REDUCTIONS:
+            raise ValueError(f"dice must be 'mean' or 'sum', got {dice!r}")
+        self.dice = dice
         weights = dict(self.default_term_weights)
         unknown = sorted(set(term_weights or {}) - set(weights))
         if unknown:
@@ -241,10 +262,10 @@ class SegmentationLoss(nn.Module):
             )
         return {
             "np_ce": cross_entropy(outputs["np"], targets["np"]),
-            "np_dice": soft_dice_loss(outputs["np"], targets["np"], self.dice_eps),
+            "np_dice": soft_dice_loss(outputs["np"], targets["np"], self.dice_eps, self.dice),
             "hv_mse": F.mse_loss(outputs["hv"].float(), targets["hv"].float()),
             "tp_ce": cross_entropy(outputs["tp"], targets["tp"], self.class_weights),
-            "tp_dice": soft_dice_loss(outputs["tp"], targets["tp"], self.dice_eps),
+            "tp_dice": soft_dice_loss(outputs["tp"], targets["tp"], self.dice_eps, self.dice),
         }
 
     def forward(
@@ -260,7 +281,8 @@ class HoVerNetLoss(SegmentationLoss):
     """HoVer-Net's loss: the paper's terms plus ``hv_msge``, with HoVer-Net's term weights.
 
     ``hv_msge`` is :func:`msge_loss` of the HV maps inside the NP target. Defaults: plain TP
-    cross-entropy (``class_weights=None``) and :data:`HOVERNET_TERM_WEIGHTS`.
+    cross-entropy (``class_weights=None``), :data:`HOVERNET_TERM_WEIGHTS` and the Dice summed
+    over classes (``dice="sum"``), as HoVer-Net has it.
     Returns ``{"np_ce", "np_dice", "hv_mse", "hv_msge", "tp_ce", "tp_dice", "total"}``.
     """
 
@@ -271,8 +293,9 @@ class HoVerNetLoss(SegmentationLoss):
         class_weights: Sequence[float] | None = None,
         term_weights: Mapping[str, float] | None = None,
         dice_eps: float = 1e-3,
+        dice: str = "sum",
     ) -> None:
-        super().__init__(class_weights, term_weights, dice_eps)
+        super().__init__(class_weights, term_weights, dice_eps, dice)
 
     def terms(
         self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -125,6 +126,34 @@ def plot_history(history, title: str = "") -> plt.Figure:
     right.axhline(0, color="grey", lw=0.8)
     right.set(xlabel="epoch", ylabel="score", title="validation")
     right.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_histories(
+    histories: dict[str, Any], group_of: dict[str, str], terms: Sequence[str], title: str = ""
+) -> plt.Figure:
+    """Training curves of several runs, one panel per loss term, runs coloured by group.
+
+    Args:
+        histories: run name -> its ``history.csv`` as a DataFrame.
+        group_of: run name -> its group (for example the precision it trained in); one
+            colour per group, one line per run.
+        terms: history columns to plot, one panel each (e.g. ``train_total``).
+        title: figure title.
+    """
+    groups = list(dict.fromkeys(group_of.values()))
+    colours = dict(zip(groups, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    fig, axes = plt.subplots(1, len(terms), figsize=(3.6 * len(terms), 3.4), squeeze=False)
+    for ax, term in zip(axes[0], terms, strict=True):
+        for name, history in histories.items():
+            group = group_of[name]
+            ax.plot(history["epoch"], history[term], color=colours[group], lw=1, alpha=0.8)
+        ax.set(xlabel="epoch", yscale="log", title=term.removeprefix("train_"))
+    handles = [plt.Line2D([], [], color=colours[g], label=g) for g in groups]
+    axes[0][-1].legend(handles=handles, fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

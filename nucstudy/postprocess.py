@@ -438,6 +438,10 @@ def segment_instances(
     return watershed_instances(energy, markers, foreground, params.blur_ksize)
 
 
+#: Post-processing routes of :func:`hover_postprocess`.
+ROUTES = ("native", "resample")
+
+
 def hover_postprocess(
     np_prob: np.ndarray,
     hv: np.ndarray,

@@ -2,8 +2,14 @@
 
 One code path serves a laptop CPU, one GPU and several GPUs: under ``torchrun
 --nproc_per_node=N`` each process trains a DistributedDataParallel replica on its share of
-every epoch and rank 0 validates and writes the run folder. On CUDA the forward pass runs
-under bf16 autocast with channels_last tensors (``mixed_precision``).
+every epoch and rank 0 validates and writes the run folder. Where the device supports it
+(CUDA, or a CPU with native bf16), the forward pass runs under bf16 autocast with
+channels_last tensors (``mixed_precision``; chosen at run time by
+:func:`nucstudy.device.choose_fast_path` and recorded in ``env.json``).
+
+Logs: one line per epoch (and the validation scores of the epochs that have them); a tqdm
+bar over the batches only when stderr is a terminal, so ``nucstudy train > log`` stays
+readable.
 
 Reproducibility: weights, shuffling (reseeded every epoch), the split and every item's
 augmentation follow from the config's seed, so a resumed run reaches the same weights as an
@@ -18,6 +24,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -41,12 +48,20 @@ from nucstudy.data import (
     make_loader,
     split_by_source,
 )
-from nucstudy.experiment import CONFIG_FILE, HISTORY_FILE, ExperimentConfig, now, write_env
+from nucstudy.device import FastPath, choose_fast_path, resolve_device
+from nucstudy.experiment import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    TRAINED_ON_FILE,
+    ExperimentConfig,
+    now,
+    write_env,
+)
 from nucstudy.io import atomic_write_text
 from nucstudy.losses import HoVerNetLoss, SegmentationLoss
 from nucstudy.metrics import conic_metrics
 from nucstudy.models import build_model
-from nucstudy.predict import autocast, predict_labels, resolve_device
+from nucstudy.predict import predict_labels
 
 
 class TrainingError(RuntimeError):
@@ -91,7 +106,8 @@ class Trainer:
         data: training data; default: ``config.open_data("train")``.
         run_dir: where to write; default ``config.run_dir``.
         resume: continue from ``run_dir/checkpoints/last.pt`` (its config must match).
-        progress: show tqdm bars (rank 0 only).
+        progress: log one line per epoch, and a tqdm bar over the batches when stderr is a
+            terminal (rank 0 only).
     """
 
     def __init__(
@@ -108,6 +124,7 @@ class Trainer:
         self.distributed = self.world_size > 1
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = self._setup_device()
+        self.fast_path: FastPath = choose_fast_path(self.device, config.mixed_precision)
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
         seed_everything(config.seed)
@@ -121,9 +138,7 @@ class Trainer:
         self.model = build_model(
             config.model, n_types=self.scheme.n_classes, **config.model_options
         )
-        self.model.to(self.device)
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.model.to(self.device, memory_format=self.fast_path.memory_format)
         self.loss = build_loss(config, self.scheme).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -135,6 +150,8 @@ class Trainer:
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.model, device_ids=ids)
+        if config.compile:
+            self.network = torch.compile(self.network)
         self.sampler = (
             DistributedSampler(self.train_set, shuffle=True, seed=config.seed, drop_last=True)
             if self.distributed
@@ -148,10 +165,6 @@ class Trainer:
             self._resume()
 
     # -- set-up ------------------------------------------------------------------------------
-
-    @property
-    def channels_last(self) -> bool:
-        return self.config.mixed_precision and self.device.type == "cuda"
 
     def _setup_device(self) -> torch.device:
         if not self.distributed:
@@ -210,7 +223,9 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.config.save(self.run_dir / CONFIG_FILE)
-            write_env(self.run_dir, started=started, finished=None, world_size=self.world_size)
+            trained_on = {"data": self.config.data, "fingerprints": self.data.fingerprints()}
+            atomic_write_text(self.run_dir / TRAINED_ON_FILE, json.dumps(trained_on) + "\n")
+            write_env(self.run_dir, started=started, finished=None, **self._env())
         try:
             while self.epoch < self.config.epochs:
                 row = self._train_epoch(self.epoch)
@@ -223,8 +238,17 @@ class Trainer:
             if self.distributed and dist.is_initialized():
                 dist.barrier()
         if self.is_main:
-            write_env(self.run_dir, started=started, finished=now(), world_size=self.world_size)
+            write_env(self.run_dir, started=started, finished=now(), **self._env())
         return pd.DataFrame(self.history)
+
+    def _env(self) -> dict[str, Any]:
+        """What env.json records of this run's set-up beside the package versions."""
+        return {
+            "world_size": self.world_size,
+            "fast_path": self.fast_path.to_dict(),
+            "threads": torch.get_num_threads(),
+            "workers": self.config.workers,
+        }
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         self.network.train()
@@ -241,7 +265,7 @@ class Trainer:
             self.loader,
             desc=f"epoch {epoch + 1}/{self.config.epochs}",
             unit="batch",
-            disable=not self.progress,
+            disable=not (self.progress and sys.stderr.isatty()),
             leave=False,
         )
         for batch in bar:
@@ -268,10 +292,9 @@ class Trainer:
     def _step(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
         device = self.device
         images = batch["image"].to(device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=self.fast_path.memory_format)
         targets = {key: batch[key].to(device, non_blocking=True) for key in ("np", "hv", "tp")}
-        with autocast(device, self.config.mixed_precision):
+        with self.fast_path.autocast():
             outputs = self.network(images)
         terms = self.loss(outputs, targets)
         total = terms["total"]
@@ -298,6 +321,7 @@ class Trainer:
             batch_size=max(1, self.config.batch_size),
             device=self.device,
             mixed_precision=self.config.mixed_precision,
+            route=self.config.postprocess,
         )
         scores = conic_metrics(pred, val.labels, val.scheme)
         return {"val_mpq+": scores["mpq+"], "val_r2": scores["r2"], "val_pq": scores["pq"]}
@@ -322,8 +346,10 @@ class Trainer:
             shown = {k: v for k, v in row.items() if k.startswith(("train_total", "val_"))}
             text = ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
             tqdm.write(
-                f"epoch {row['epoch']}/{self.config.epochs}: {text} ({row['seconds']:.1f} s)"
+                f"epoch {row['epoch']}/{self.config.epochs}: {text} ({row['seconds']:.1f} s, "
+                f"{row['images_per_s']:.1f} images/s)"
             )
+            sys.stdout.flush()
 
     def state(self) -> dict[str, Any]:
         """Everything a checkpoint holds (tensors and plain values only)."""
@@ -359,5 +385,9 @@ def train_and_evaluate(
     Trainer(config, progress=progress).fit()
     test = config.open_data(test_split)
     return evaluate(
-        config.run_dir, test, device=config.device, data_name=f"{config.data} ({test_split})"
+        config.run_dir,
+        test,
+        device=config.device,
+        data_name=f"{config.data} ({test_split})",
+        progress=progress,
     )

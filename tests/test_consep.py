@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from nucstudy.classes import CONSEP
 from nucstudy.data import count_nuclei, import_consep256, split_by_source, tile_of
+from nucstudy.data.consep import halve_labels
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +32,49 @@ def test_test_split_and_resampling(consep_dir):
     assert count_nuclei(full.labels, CONSEP, crop=None).sum() == 10330
     half = import_consep256(consep_dir, "test", resample=True)
     assert half.images.shape == (224, 128, 128, 3) and half.mpp == 0.5
-    assert np.array_equal(half.labels, full.labels[:, ::2, ::2])
+    assert np.array_equal(half.labels, halve_labels(full.labels))
     block = full.images[0, :2, :2].astype(float).mean(axis=(0, 1))
     assert np.allclose(half.images[0, 0, 0], block, atol=0.51)
+
+
+def _centroids(instances: np.ndarray) -> dict[int, np.ndarray]:
+    ids = np.unique(instances)
+    ids = ids[ids > 0]
+    centres = ndimage.center_of_mass(np.ones_like(instances), instances, ids)
+    return dict(zip(ids.tolist(), map(np.array, centres), strict=True))
+
+
+def test_halved_nuclei_stay_on_their_centroids_and_none_vanishes(consep_dir):
+    full = import_consep256(consep_dir, "test")
+    half = import_consep256(consep_dir, "test", resample=True)
+    distances, vanished = [], 0
+    for big, small in zip(full.labels, half.labels, strict=True):
+        before, after = _centroids(big[..., 0]), _centroids(small[..., 0])
+        for nucleus, centre in before.items():
+            if nucleus not in after:
+                vanished += 1
+                continue
+            # 40x pixel i covers [i - 0.5, i + 0.5]: on the half grid it sits at (i - 0.5) / 2
+            distances.append(np.hypot(*(after[nucleus] - (centre - 0.5) / 2)))
+    assert np.median(distances) < 0.2  # taking the top-left pixel gives 0.35
+    assert vanished == 0
+    for small in half.labels:  # each nucleus keeps one class
+        pairs = np.unique(small.reshape(-1, 2), axis=0)
+        assert len(np.unique(pairs[:, 0])) == len(pairs)
+
+
+def test_halving_keeps_thin_nuclei_and_refuses_odd_sizes():
+    labels = np.zeros((1, 8, 8, 2), np.int32)
+    labels[0, 1, :, :] = (1, 2)  # a one-pixel-thin nucleus on an odd row
+    labels[0, 4:6, 4:6] = (2, 3)  # a 2 x 2 block
+    labels[0, 7, 7] = (3, 1)  # one pixel, alone in its block
+    halved = halve_labels(labels)
+    assert halved.shape == (1, 4, 4, 2)
+    assert set(np.unique(halved[0, ..., 0])) == {0, 1, 2, 3}
+    assert np.all(halved[0, 2, 2] == (2, 3))
+    assert np.all(halved[0, 0, :, 1] == 2)  # the thin nucleus wins its ties with background
+    with pytest.raises(ValueError, match="even height and width"):
+        halve_labels(np.zeros((1, 5, 4, 2), np.int32))
 
 
 def test_split_keeps_tiles_together(consep_train):

@@ -50,6 +50,34 @@ def test_invalid_configs_are_refused(change, message):
         preset("smoke", **change)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": "abc"}, "config field epochs must be an integer, got 'abc' \\(str\\)"),
+        ({"lr": "fast"}, "config field lr must be a number, got 'fast'"),
+        ({"mixed_precision": 1}, "config field mixed_precision must be true or false, got 1"),
+        ({"lr_milestones": [2.5]}, "lr_milestones must be a list of integers"),
+        ({"class_weights": [1, "a"]}, "class_weights must be a string or a list of numbers"),
+        ({"crop_size": "big"}, "crop_size must be an integer or null"),
+        ({"model_options": {"width": "wide"}}, "option width must be an integer, got 'wide'"),
+        ({"model_options": {"wdth": 8}}, "has no option wdth; its options: width, depth"),
+        ({"model": "unet"}, "unknown model 'unet'"),
+    ],
+)
+def test_every_value_is_checked_against_its_fields_type(change, message):
+    with pytest.raises(ValueError, match=message):
+        preset("smoke", **change)
+
+
+def test_a_bad_set_value_is_one_line_naming_field_and_value(capsys):
+    from nucstudy.cli import main
+
+    assert main(["train", "--preset", "smoke", "--set", "epochs=abc"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0
+    assert "epochs must be an integer, got 'abc'" in error
+
+
 def test_bad_config_files_are_named(tmp_path):
     path = tmp_path / "config.json"
     with pytest.raises(FileNotFoundError, match="config not found"):

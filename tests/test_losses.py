@@ -75,15 +75,49 @@ def test_class_weights_reweight_each_pixel_by_its_true_class():
     assert torch.allclose(cross_entropy(logits, target), plain.mean())
 
 
-def test_soft_dice_matches_equation_5():
-    probabilities = [0.8, 0.6, 0.3, 0.1]
-    logits = logits_from_probabilities(probabilities)
+def _two_class_dice_by_hand():
+    logits = logits_from_probabilities([0.8, 0.6, 0.3, 0.1])
     target = torch.tensor([[[1, 1, 0, 0]]])
     # class 1: sum p g = 0.8 + 0.6, sum p = 1.8, sum g = 2
-    class1 = 1 - (2 * 1.4 + EPS) / (1.8 + 2 + EPS)
+    dice1 = (2 * 1.4 + EPS) / (1.8 + 2 + EPS)
     # class 0: p = 0.2, 0.4, 0.7, 0.9; sum p g = 0.7 + 0.9, sum p = 2.2, sum g = 2
-    class0 = 1 - (2 * 1.6 + EPS) / (2.2 + 2 + EPS)
-    assert soft_dice_loss(logits, target, EPS).item() == pytest.approx(class0 + class1)
+    dice0 = (2 * 1.6 + EPS) / (2.2 + 2 + EPS)
+    return logits, target, (dice0, dice1)
+
+
+def test_paper_dice_is_one_minus_the_mean_over_classes():
+    logits, target, dice = _two_class_dice_by_hand()
+    expected = 1 - sum(dice) / 2  # eq. (5), -(2/|C|) sum_c ..., plus the constant 1
+    assert soft_dice_loss(logits, target, EPS).item() == pytest.approx(expected)
+    assert soft_dice_loss(logits, target, EPS, "mean").item() == pytest.approx(expected)
+
+
+def test_hovernet_dice_is_the_sum_over_classes():
+    logits, target, dice = _two_class_dice_by_hand()
+    expected = (1 - dice[0]) + (1 - dice[1])
+    assert soft_dice_loss(logits, target, EPS, "sum").item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="mean' or 'sum"):
+        soft_dice_loss(logits, target, EPS, "max")
+
+
+def test_the_summed_dice_has_k_times_the_gradient_of_the_mean():
+    torch.manual_seed(0)
+    target = torch.randint(0, 7, (2, 8, 8))
+    grads = {}
+    for reduction in ("mean", "sum"):
+        logits = torch.randn(2, 7, 8, 8, requires_grad=True)
+        with torch.no_grad():
+            logits.copy_(torch.linspace(-2, 2, logits.numel()).view_as(logits))
+        soft_dice_loss(logits, target, EPS, reduction).backward()
+        grads[reduction] = logits.grad
+    assert torch.allclose(grads["sum"], 7 * grads["mean"], atol=1e-6)
+
+
+def test_the_paper_loss_takes_the_mean_and_hovernet_the_sum():
+    assert SegmentationLoss().dice == "mean"
+    assert HoVerNetLoss().dice == "sum"
+    with pytest.raises(ValueError, match="dice must be"):
+        SegmentationLoss(dice="max")
 
 
 def perfect(target: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -131,7 +165,7 @@ def test_terms_by_hand_and_their_weighted_total():
     # tp Dice: classes 0, 1, 2, 6 hold one pixel (sum p = 4/7, overlap 1/7); 3, 4, 5 none
     present = 1 - (2 / 7 + EPS) / (4 / 7 + 1 + EPS)
     absent = 1 - EPS / (4 / 7 + EPS)
-    assert terms["tp_dice"].item() == pytest.approx(4 * present + 3 * absent)
+    assert terms["tp_dice"].item() == pytest.approx((4 * present + 3 * absent) / 7)
     expected_total = sum(terms[k].item() for k in ("np_ce", "np_dice", "tp_ce", "tp_dice"))
     expected_total += 10 * terms["hv_mse"].item()
     assert terms["total"].item() == pytest.approx(expected_total)

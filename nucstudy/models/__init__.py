@@ -16,9 +16,29 @@ from torch.utils.flop_counter import FlopCounterMode
 from nucstudy.models.blocks import SIZE_MULTIPLE
 from nucstudy.models.hovernet import HoVerNet
 from nucstudy.models.seresunet import SEResUNet
+from nucstudy.validation import parameter_hints, type_problems
 
 #: Model classes by name; their constructors take ``n_types`` and keyword options.
 MODELS: dict[str, type[nn.Module]] = {"seresunet": SEResUNet, "hovernet": HoVerNet}
+
+
+def model_option_problems(name: str, options: dict) -> list[str]:
+    """One sentence per problem with a model name and its options (empty: all fine).
+
+    Checks that the model is registered, that every option is a parameter of its constructor
+    and that each value fits the parameter's type hint.
+    """
+    if name not in MODELS:
+        return [f"unknown model {name!r}; known: {', '.join(MODELS)}"]
+    hints = parameter_hints(MODELS[name])
+    accepted = [p for p in inspect.signature(MODELS[name]).parameters if p != "n_types"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        return [
+            f"model {name!r} has no option {', '.join(unknown)}; "
+            f"its options: {', '.join(accepted)}"
+        ]
+    return type_problems(options, hints, f"model {name!r} option")
 
 
 def build_model(name: str, n_types: int, **options) -> nn.Module:
@@ -33,20 +53,12 @@ def build_model(name: str, n_types: int, **options) -> nn.Module:
     Returns:
         The model, in training mode, on the CPU.
     """
-    try:
-        model_class = MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
-    accepted = [p for p in inspect.signature(model_class).parameters if p != "n_types"]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"model {name!r} has no option {', '.join(unknown)}; "
-            f"its options: {', '.join(accepted)}"
-        )
+    problems = model_option_problems(name, options)
+    if problems:
+        raise ValueError("; ".join(problems))
     if isinstance(n_types, bool) or not isinstance(n_types, int):
         raise ValueError(f"n_types must be an int (scheme.n_classes), got {n_types!r}")
-    return model_class(n_types, **options)
+    return MODELS[name](n_types, **options)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -81,4 +93,5 @@ __all__ = [
     "build_model",
     "count_multiply_adds",
     "count_parameters",
+    "model_option_problems",
 ]
