@@ -1,12 +1,17 @@
-"""Per-image statistics of a scored data set, and bootstrap intervals over patches.
+"""Per-image statistics of a scored data set, and bootstrap intervals over source images.
 
 mPQ+ pools TP, FP, FN and the sum of IoUs over images before dividing, and R² compares
-per-image counts, so both are functions of a per-image, per-class table. Resampling the
-rows of that table (patches drawn with replacement) gives bootstrap confidence intervals
-without re-matching any nucleus.
+per-image counts, so both are functions of a per-image, per-class table. Resampling that
+table gives bootstrap confidence intervals without re-matching any nucleus. The patches of
+one source image (the 16 patches of a CoNSeP tile, the patches of one CoNIC image) are
+correlated, so the default resamples source images, each with all its patches
+(``by="source"``); ``by="patch"`` resamples patches one by one, which treats them as
+independent and gives narrower intervals than the data support.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,16 +23,23 @@ from nucstudy.metrics import match_counts, overlap_table, panoptic_quality, r2_f
 STATS = ("tp", "fp", "fn", "sum_iou", "true_count", "pred_count")
 
 
-def per_image_stats(pred: np.ndarray, true: np.ndarray, scheme: ClassScheme | str) -> pd.DataFrame:
+def per_image_stats(
+    pred: np.ndarray,
+    true: np.ndarray,
+    scheme: ClassScheme | str,
+    sources: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """One row per (image, class): the pooled statistics behind mPQ+ and R².
 
     Args:
         pred, true: N x H x W x 2 integer arrays in the CoNIC layout.
         scheme: their class scheme.
+        sources: the source image of each of the N patches (``patch_info["source"]``), for
+            bootstrapping by source; None: each patch is its own source.
 
     Returns:
-        DataFrame with columns image, class, tp, fp, fn, sum_iou, true_count, pred_count
-        (counts on the central ``challenge_crop(H)`` region), N x K rows.
+        DataFrame with columns image, source, class, tp, fp, fn, sum_iou, true_count,
+        pred_count (counts on the central ``challenge_crop(H)`` region), N x K rows.
     """
     scheme = get_scheme(scheme)
     counts = match_counts(overlap_table(pred, true, scheme), scheme.n_classes, by_class=True)
@@ -35,9 +47,13 @@ def per_image_stats(pred: np.ndarray, true: np.ndarray, scheme: ClassScheme | st
     true_counts = count_nuclei(true, scheme, crop)
     pred_counts = count_nuclei(pred, scheme, crop)
     n, k = true_counts.shape
+    sources = np.arange(n).astype(str) if sources is None else np.asarray(sources, dtype=str)
+    if len(sources) != n:
+        raise ValueError(f"{len(sources)} sources for {n} patches")
     return pd.DataFrame(
         {
             "image": np.repeat(np.arange(n), k),
+            "source": np.repeat(sources, k),
             "class": np.tile(list(scheme.foreground_names), n),
             "tp": counts.tp[:, 1:].ravel(),
             "fp": counts.fp[:, 1:].ravel(),
@@ -86,25 +102,41 @@ def scores_from_stats(stats: pd.DataFrame) -> dict[str, float]:
 
 
 def bootstrap_intervals(
-    stats: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+    stats: pd.DataFrame,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+    by: str = "source",
 ) -> pd.DataFrame:
-    """Percentile bootstrap intervals of mPQ+ and R² over patches.
+    """Percentile bootstrap intervals of mPQ+ and R².
 
     Args:
         stats: a table from :func:`per_image_stats`.
-        n_boot: bootstrap resamples (patches drawn with replacement, as many as there are).
+        n_boot: bootstrap resamples.
         level: confidence level of the interval.
         seed: seed of the resampling.
+        by: ``"source"``: draw source images with replacement, as many as there are, each
+            with all its patches; ``"patch"``: draw patches one by one.
 
     Returns:
         DataFrame indexed by metric (``mpq+``, ``r2``) with columns estimate, low, high.
     """
     if not 0 < level < 1 or n_boot < 1:
         raise ValueError(f"need 0 < level < 1 and n_boot >= 1, got {level} and {n_boot}")
+    if by not in ("source", "patch"):
+        raise ValueError(f"by must be 'source' or 'patch', got {by!r}")
     _, a = _arrays(stats)
     n = len(a["tp"])
     rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    if by == "patch":
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    else:
+        if "source" not in stats.columns:
+            raise ValueError("per-image table has no 'source' column; use by='patch'")
+        per_image = stats.drop_duplicates("image").sort_values("image")["source"]
+        groups, source_of = np.unique(per_image.to_numpy(), return_inverse=True)
+        draws = rng.multinomial(len(groups), np.full(len(groups), 1.0 / len(groups)), n_boot)
+        weights = draws[:, source_of].astype(np.float64)
     boot_mpq, boot_r2 = _scores(weights, a)
     point_mpq, point_r2 = _scores(np.ones((1, n)), a)
     tails = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]

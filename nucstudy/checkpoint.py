@@ -4,7 +4,8 @@ A checkpoint is written as ``<name>.pt`` (``torch.save`` of a dict of tensors, n
 strings, lists and dicts) with ``<name>.pt.sha256`` beside it. Loading first compares the
 file's SHA-256 with the digest, then unpickles with ``weights_only=True``, which refuses any
 object that is not a tensor or a plain container. A modified, truncated or foreign file gets
-one clear error naming it instead of running whatever it holds.
+one clear error naming it instead of running whatever it holds. A checkpoint copied without
+its digest still loads, weights-only, with a warning.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import io
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +51,21 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` onto the CPU.
 
     Raises:
-        CheckpointError: the file or its digest is missing, the digest does not match, or
-            the file holds anything but tensors and plain values.
+        CheckpointError: the file is missing, its digest does not match, or it holds
+            anything but tensors and plain values. A missing digest only warns.
     """
     path = Path(path)
     digest_path = path.with_name(path.name + DIGEST_SUFFIX)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    if not digest_path.is_file():
-        raise CheckpointError(f"{path}: no {digest_path.name} beside it, refusing to load")
     payload = path.read_bytes()
-    expected = digest_path.read_text().split()[0] if digest_path.read_text().strip() else ""
-    if hashlib.sha256(payload).hexdigest() != expected:
+    if not digest_path.is_file():
+        warnings.warn(
+            f"{path}: no {digest_path.name} beside it; loading weights-only without a "
+            "digest check",
+            stacklevel=2,
+        )
+    elif hashlib.sha256(payload).hexdigest() != _expected_digest(digest_path):
         raise CheckpointError(
             f"{path}: contents do not match {digest_path.name}; the file was modified or "
             "truncated, refusing to load"
@@ -72,6 +77,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors and values")
     return state
+
+
+def _expected_digest(digest_path: Path) -> str:
+    text = digest_path.read_text().strip()
+    return text.split()[0] if text else ""
 
 
 def rng_state() -> dict[str, Any]:

@@ -183,7 +183,7 @@ def _eval_data(args: argparse.Namespace) -> tuple[ConicData, str]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from nucstudy.predict import evaluate
+    from nucstudy.evaluate import evaluate
 
     data, name = _eval_data(args)
     result = evaluate(
@@ -207,7 +207,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from nucstudy.device import resolve_device
-    from nucstudy.predict import load_run_model, predict_labels
+    from nucstudy.evaluate import load_run_model
+    from nucstudy.inference import predict_labels
     from nucstudy.submission import write_submission
 
     data, name = _eval_data(args)

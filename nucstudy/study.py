@@ -35,6 +35,11 @@ from nucstudy.plots import plot_sources, save_figure
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 EXPERIMENTS = REPO_ROOT / "book" / "experiments"
+#: The results registry: one folder of run folders per data source (relative to REPO_ROOT).
+RUNS_ROOT = Path("results") / "runs"
+#: Where the data step writes its summary and figure, and the generated synthetic set.
+STUDY_OUT = REPO_ROOT / "results" / "study"
+DATA_DIR = REPO_ROOT / "data"
 
 
 def summarise(name: str, data: ConicData) -> pd.DataFrame:
@@ -142,6 +147,15 @@ def build_book(strict: bool = True) -> Path:
     return REPO_ROOT / "_build" / "html" / "index.html"
 
 
+def registry_roots(current: Path) -> list[str]:
+    """The registry folders Table I reads: this study's first, then every other one there."""
+    base = REPO_ROOT / RUNS_ROOT
+    others = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    return [str(current)] + [
+        str(RUNS_ROOT / p.name) for p in others if p.name != Path(current).name
+    ]
+
+
 def data_tag(spec: str) -> str:
     """The registry folder name of a data source: ``synthetic``, ``consep`` or ``conic``."""
     return parse_source(spec)[0]
@@ -199,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     preset = ("paper" if cuda else "cpu-demo") if args.preset == "auto" else args.preset
     hovernet = cuda or args.with_hovernet
-    runs = Path("results") / "runs" / tag
+    runs = RUNS_ROOT / tag
     pages = EXPERIMENTS / tag
     common = {
         "preset": preset,
@@ -212,9 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress(4 + hovernet + (not args.no_book))
 
     start = progress.step("data", "synthetic set, CoNSeP summary, figure of the sources")
-    data_step(
-        REPO_ROOT / "results" / "study", REPO_ROOT / "data", args.synthetic, consep, args.seed
-    )
+    data_step(STUDY_OUT, DATA_DIR, args.synthetic, consep, args.seed)
     progress.finished(start)
 
     start = progress.step("train", f"the full model on {data_spec}, preset {preset} (train.ipynb)")
@@ -251,14 +263,16 @@ def main(argv: list[str] | None = None) -> int:
         progress.finished(start)
 
     start = progress.step("table1", "the paper's Table I beside ours (table1.ipynb)")
-    run_notebook("table1", EXPERIMENTS / "table1.ipynb", {})
+    run_notebook("table1", EXPERIMENTS / "table1.ipynb", {"runs_roots": registry_roots(runs)})
     progress.finished(start)
 
     if not args.no_book:
         start = progress.step("book", "building the Jupyter Book")
         index = build_book()
         progress.finished(start, f"built {index.relative_to(REPO_ROOT)}")
-    print(f"[nucstudy] study done: runs in {runs}, notebooks in {pages.relative_to(REPO_ROOT)}")
+    print(
+        f"[nucstudy] study done: runs in {runs}, notebooks in {os.path.relpath(pages, REPO_ROOT)}"
+    )
     return 0
 
 

@@ -54,14 +54,15 @@ from nucstudy.experiment import (
     HISTORY_FILE,
     TRAINED_ON_FILE,
     ExperimentConfig,
+    crop_side,
     now,
     write_env,
 )
+from nucstudy.inference import predict_labels
 from nucstudy.io import atomic_write_text
 from nucstudy.losses import HoVerNetLoss, SegmentationLoss
 from nucstudy.metrics import conic_metrics
 from nucstudy.models import build_model
-from nucstudy.predict import predict_labels
 
 
 class TrainingError(RuntimeError):
@@ -132,7 +133,8 @@ class Trainer:
         self.data = data if data is not None else config.open_data("train")
         self.scheme = self.data.scheme
         self.train_idx, self.val_idx = split_by_source(self.data, config.val_fraction, config.seed)
-        augment = build_augmentation(config.crop_size) if config.augment else None
+        self.crop = crop_side(config, min(self.data.images.shape[1:3]))
+        augment = build_augmentation(self.crop) if config.augment else None
         self.train_set = NucleiDataset(self.data, self.train_idx, augment, seed=config.seed)
 
         self.model = build_model(
@@ -248,6 +250,7 @@ class Trainer:
             "fast_path": self.fast_path.to_dict(),
             "threads": torch.get_num_threads(),
             "workers": self.config.workers,
+            "crop_px": self.crop if self.config.augment else None,
         }
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -375,12 +378,13 @@ def train_and_evaluate(
     """Train ``config`` into its run folder, then score its best checkpoint on test data.
 
     The test data come from the same source as the training data: CoNSeP's official test
-    split, a synthetic set drawn from another seed, or (CoNIC) the same folder.
+    split, a synthetic set drawn from another seed, or (CoNIC) the held-out source images
+    (``test_fraction``) or the separate ``test_data`` folder.
 
     Returns:
         The metrics dict written to ``<run_dir>/metrics.json``.
     """
-    from nucstudy.predict import evaluate
+    from nucstudy.evaluate import evaluate
 
     Trainer(config, progress=progress).fit()
     test = config.open_data(test_split)

@@ -1,9 +1,20 @@
 """Augmentation, the Dataset and the loader."""
 
+import json
+
 import numpy as np
+import pytest
 import torch
 
-from nucstudy.data import NucleiDataset, augment_pair, build_augmentation, make_loader
+from nucstudy.data import (
+    NucleiDataset,
+    augment_pair,
+    build_augmentation,
+    make_loader,
+    make_targets,
+)
+from nucstudy.experiment import crop_side, preset
+from nucstudy.train import Trainer
 
 
 def test_augmentation_keeps_ids_and_classes(synthetic_small):
@@ -78,3 +89,35 @@ def test_augmentation_steps_draw_independently(synthetic_small):
         unchanged += np.array_equal(out, label)
     assert seen == {"h", "v"}  # a flip alone happens (only when the affine step is skipped)
     assert unchanged <= 120 * 0.05  # skipping all four steps: 0.5 * 0.5 * 0.2 * 0.2 = 1 %
+
+
+def test_the_paper_preset_crops_and_the_side_follows_the_patch():
+    paper = preset("paper")
+    assert paper.crop_fraction == 0.75
+    assert crop_side(paper, 256) == 192 and crop_side(paper, 128) == 96
+    assert crop_side(preset("cpu-demo"), 128) is None
+    assert crop_side(preset("smoke", crop_size=48), 64) == 48
+    with pytest.raises(ValueError, match="larger than the 64 px patches"):
+        crop_side(preset("smoke", crop_size=96), 64)
+    with pytest.raises(ValueError, match="crop_size or crop_fraction, not both"):
+        preset("paper", crop_size=96)
+
+
+def test_targets_are_computed_after_the_crop(synthetic_small):
+    transform = build_augmentation(crop_size=96)
+    dataset = NucleiDataset(synthetic_small, augment=transform, seed=0)
+    item = dataset[0]
+    assert item["image"].shape == (3, 96, 96) and item["hv"].shape == (2, 96, 96)
+    label = item["label"].numpy()
+    targets = make_targets(label[..., 0], label[..., 1])
+    assert torch.equal(item["np"], torch.from_numpy(targets["np"].astype(np.int64)))
+    assert torch.allclose(item["hv"], torch.from_numpy(targets["hv"]))
+
+
+def test_a_run_with_the_crop_trains_on_crops(tmp_path):
+    config = preset("smoke", device="cpu", crop_fraction=0.5, epochs=1)
+    trainer = Trainer(config, run_dir=tmp_path, progress=False)
+    assert trainer.crop == 32
+    assert next(iter(trainer.loader))["image"].shape[-2:] == (32, 32)
+    trainer.fit()
+    assert json.loads((tmp_path / "env.json").read_text())["crop_px"] == 32

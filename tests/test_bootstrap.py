@@ -1,6 +1,7 @@
 """Per-image statistics and bootstrap intervals."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from nucstudy.bootstrap import bootstrap_intervals, per_image_stats, scores_from_stats
@@ -69,3 +70,43 @@ def test_bad_tables_are_refused(pair):
         bootstrap_intervals(stats.iloc[1:])
     with pytest.raises(ValueError, match="level"):
         bootstrap_intervals(stats, level=95)
+
+
+def _correlated_stats(n_sources: int = 12, per_source: int = 8) -> pd.DataFrame:
+    """A per-image table where the patches of one source share that source's quality."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for source in range(n_sources):
+        quality = rng.uniform(0.1, 0.9)
+        for _ in range(per_source):
+            tp = int(round(20 * np.clip(quality + rng.normal(0, 0.02), 0, 1)))
+            rows.append(
+                {"source": f"tile{source}", "class": "a", "tp": tp, "fp": 20 - tp}
+                | {"fn": 20 - tp, "sum_iou": 0.8 * tp, "true_count": 20, "pred_count": 20}
+            )
+    stats = pd.DataFrame(rows)
+    stats.insert(0, "image", np.arange(len(stats)))
+    return stats
+
+
+def test_by_source_intervals_are_wider_for_correlated_patches():
+    stats = _correlated_stats()
+    by_source = bootstrap_intervals(stats, n_boot=1000, by="source")
+    by_patch = bootstrap_intervals(stats, n_boot=1000, by="patch")
+    width = lambda table: table.loc["mpq+", "high"] - table.loc["mpq+", "low"]  # noqa: E731
+    assert width(by_source) > 1.5 * width(by_patch)
+    assert by_source.loc["mpq+", "estimate"] == by_patch.loc["mpq+", "estimate"]
+
+
+def test_sources_are_recorded_and_required_for_by_source(pair):
+    pred, true = pair
+    sources = [f"s{k // 4}" for k in range(len(true))]
+    stats = per_image_stats(pred, true, "conic", sources)
+    assert stats.drop_duplicates("image")["source"].tolist() == sources
+    assert per_image_stats(pred, true, "conic")["source"].nunique() == len(true)
+    with pytest.raises(ValueError, match="no 'source' column"):
+        bootstrap_intervals(stats.drop(columns="source"))
+    with pytest.raises(ValueError, match="by must be"):
+        bootstrap_intervals(stats, by="tile")
+    with pytest.raises(ValueError, match="3 sources for 12 patches"):
+        per_image_stats(pred, true, "conic", ["a", "b", "c"])

@@ -8,8 +8,8 @@ import pytest
 from nucstudy.cli import main as cli
 from nucstudy.data import save_conic, synthetic_conic
 from nucstudy.data.sources import conic_split
+from nucstudy.evaluate import evaluate
 from nucstudy.experiment import preset
-from nucstudy.predict import evaluate
 from nucstudy.train import Trainer
 
 

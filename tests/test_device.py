@@ -11,8 +11,8 @@ import torch
 from nucstudy import device as device_module
 from nucstudy.device import choose_fast_path
 from nucstudy.experiment import collect, preset
+from nucstudy.inference import predict_labels
 from nucstudy.models import build_model
-from nucstudy.predict import predict_labels
 from nucstudy.train import Trainer, train_and_evaluate
 
 CPU = torch.device("cpu")

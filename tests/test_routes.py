@@ -7,9 +7,10 @@ import pytest
 
 from nucstudy.cli import main as cli
 from nucstudy.data import synthetic_conic
+from nucstudy.evaluate import evaluate
 from nucstudy.experiment import preset
+from nucstudy.inference import predict_labels
 from nucstudy.models import build_model
-from nucstudy.predict import evaluate, predict_labels
 from nucstudy.train import Trainer
 
 

@@ -1,10 +1,13 @@
 """The main job's pieces: arguments, the data step, notebooks run atomically."""
 
+import json
+
 import nbformat
 import pandas as pd
 import pytest
 
 from nucstudy import study
+from nucstudy.data import save_conic, synthetic_conic
 
 
 def test_bad_arguments_exit_2(capsys):
@@ -68,3 +71,27 @@ def test_executed_notebooks_are_frozen_for_the_book(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "NOTEBOOKS", notebooks)
     out = study.run_notebook("ok", tmp_path / "out" / "ok.ipynb", {"x": 2})
     assert nbformat.read(out, as_version=4).metadata["mystnb"] == {"execution_mode": "off"}
+
+
+def test_a_conic_study_reaches_its_pages_and_table1(tmp_path, monkeypatch):
+    folder = save_conic(synthetic_conic(16, size=64, seed=2), tmp_path / "conic")
+    monkeypatch.setattr(study, "EXPERIMENTS", tmp_path / "pages")
+    monkeypatch.setattr(study, "RUNS_ROOT", tmp_path / "runs")
+    monkeypatch.setattr(study, "STUDY_OUT", tmp_path / "study")
+    monkeypatch.setattr(study, "DATA_DIR", tmp_path / "data")
+    (tmp_path / "runs" / "synthetic").mkdir(parents=True)  # another data set's registry
+    assert study.main(["--data", f"conic:{folder}", "--preset", "smoke", "--no-book"]) == 0
+    runs = tmp_path / "runs" / "conic"
+    metrics = json.loads((runs / "full-seed0" / "metrics.json").read_text())
+    assert metrics["data"] == f"conic:{folder} (test)"
+    assert metrics["patches"] < 16  # scored on the held-out source images only
+    assert (runs / "no-SE-seed0" / "metrics.json").is_file()
+    for page in ("conic/train", "conic/ablations", "table1"):
+        assert (tmp_path / "pages" / f"{page}.ipynb").is_file(), page
+    table1 = nbformat.read(tmp_path / "pages" / "table1.ipynb", as_version=4)
+    injected = next(c for c in table1.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert str(runs) in injected.source and "synthetic" in injected.source
+    shown = json.dumps([c.get("outputs", []) for c in table1.cells])
+    assert "SE-Res U-Net + CA (proposed)" in shown and "conic" in shown
+    toc = (study.REPO_ROOT / "_toc.yml").read_text()
+    assert "book/experiments/conic/train" in toc and "book/experiments/conic/ablations" in toc

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from nucstudy.data import make_targets
+from nucstudy.data.targets import network_like_maps
 
 
 def test_hv_spans_minus_one_to_one_per_nucleus_and_axis():
@@ -61,3 +62,17 @@ def test_bad_input():
         make_targets(np.zeros((4, 4), np.int32), np.zeros((4, 5), np.int32))
     with pytest.raises(ValueError, match="integer"):
         make_targets(np.zeros((4, 4), np.float32), np.zeros((4, 4), np.int32))
+
+
+def test_network_like_maps_are_blurred_noisy_and_valid(synthetic_small):
+    label = synthetic_small.labels[0]
+    targets = make_targets(label[..., 0], label[..., 1])
+    np_prob, hv, tp = network_like_maps(targets, np.random.default_rng(0), 1.0, 0.1, 7)
+    assert np_prob.shape == label.shape[:2] and hv.shape == (2, *label.shape[:2])
+    assert tp.shape == (7, *label.shape[:2]) and np.allclose(tp.sum(axis=0), 1, atol=1e-5)
+    assert 0 <= np_prob.min() and np_prob.max() <= 1 and np.abs(hv).max() <= 1
+    assert 0.01 < np.abs(np_prob - targets["np"]).mean() < 0.3  # changed, not destroyed
+    again = network_like_maps(targets, np.random.default_rng(0), 1.0, 0.1, 7)
+    assert all(np.array_equal(a, b) for a, b in zip((np_prob, hv, tp), again, strict=True))
+    exact = network_like_maps(targets, np.random.default_rng(0), 0.0, 0.0)
+    assert np.array_equal(exact[0], targets["np"]) and exact[2] is targets["tp"]

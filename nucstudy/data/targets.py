@@ -58,3 +58,42 @@ def make_targets(inst: np.ndarray, cls: np.ndarray) -> dict[str, np.ndarray]:
         "hv": hv,
         "tp": cls.astype(np.int64),
     }
+
+
+def network_like_maps(
+    targets: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    blur_sigma: float = 1.0,
+    noise_std: float = 0.1,
+    n_classes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Head outputs that look like a network's: the perfect targets blurred and noisy.
+
+    For teaching and for testing post-processing and metrics without a trained model.
+
+    Args:
+        targets: one patch's targets from :func:`make_targets`.
+        rng: the generator of the noise.
+        blur_sigma: Gaussian blur of the maps, in pixels.
+        noise_std: standard deviation of the Gaussian noise added after the blur.
+        n_classes: give K to get class probabilities (the one-hot class map blurred,
+            noisy and renormalised); None keeps the exact class map.
+
+    Returns:
+        ``(np_prob, hv, tp)``: H x W float32 nucleus probability in [0, 1], 2 x H x W float32
+        HV map in [-1, 1], and K x H x W float32 class probabilities (or the H x W class map).
+    """
+
+    def blur(array: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter(array.astype(np.float32), blur_sigma)
+
+    def noise(shape: tuple[int, ...]) -> np.ndarray:
+        return rng.normal(0, noise_std, shape).astype(np.float32)
+
+    np_prob = np.clip(blur(targets["np"]) + noise(targets["np"].shape), 0, 1)
+    hv = np.clip(np.stack([blur(ch) for ch in targets["hv"]]) + noise(targets["hv"].shape), -1, 1)
+    if n_classes is None:
+        return np_prob, hv, targets["tp"]
+    onehot = np.stack([targets["tp"] == c for c in range(n_classes)])
+    tp = np.clip(np.stack([blur(ch) for ch in onehot]) + noise(onehot.shape), 0, None)
+    return np_prob, hv, tp / np.maximum(tp.sum(axis=0), 1e-6)

@@ -1,9 +1,9 @@
-"""Inference: network outputs -> post-processing -> CoNIC-layout predictions -> metrics.
+"""Scoring a trained run folder: metrics.json, per_image.csv, and the rows of Table I.
 
-``predict_labels`` runs a model over N patches batch by batch (optionally with flip
-test-time augmentation), post-processes each patch with HoVer-Net's watershed at the data's
-resolution and returns N x H x W x 2 predictions. ``evaluate`` does the same for a trained
-run folder and writes ``metrics.json`` beside the run.
+:func:`evaluate` predicts a data set with a run's checkpoint (through
+:mod:`nucstudy.inference`), scores it as the CoNIC challenge does and writes the results
+into the run folder; it refuses patches the run trained or validated on.
+:func:`table1_row` reads a finished run back as one row of the study's Table I.
 """
 
 from __future__ import annotations
@@ -11,162 +11,31 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+import pandas as pd
 from torch import nn
-from tqdm import tqdm
 
-from nucstudy.bootstrap import per_image_stats
+from nucstudy.bootstrap import bootstrap_intervals, per_image_stats
 from nucstudy.checkpoint import load_checkpoint
 from nucstudy.classes import ClassScheme
 from nucstudy.data.conic import ConicData
 from nucstudy.device import choose_fast_path, resolve_device
 from nucstudy.experiment import (
     CONFIG_FILE,
+    ENV_FILE,
     METRICS_FILE,
     PER_IMAGE_FILE,
     TRAINED_ON_FILE,
     ExperimentConfig,
     now,
 )
+from nucstudy.inference import predict_labels
 from nucstudy.io import atomic_write_text
 from nucstudy.metrics import conic_metrics
 from nucstudy.models import build_model
-from nucstudy.models.blocks import SIZE_MULTIPLE
-from nucstudy.postprocess import ROUTES, postprocess_batch, to_conic_labels
-
-# Flips for test-time augmentation: (flip width, flip height).
-_FLIPS = ((False, False), (True, False), (False, True), (True, True))
-
-
-def images_to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """B x H x W x 3 uint8 RGB -> B x 3 x H x W float32 in [0, 1] on ``device``."""
-    batch = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    return batch.permute(0, 3, 1, 2).float().div_(255.0)
-
-
-@torch.no_grad()
-def predict_maps(
-    model: nn.Module, images: torch.Tensor, tta: bool = False, mixed_precision: bool = True
-) -> dict[str, torch.Tensor]:
-    """Head outputs as probabilities for one batch, padded to a multiple of 32 and back.
-
-    Args:
-        model: a model from :func:`nucstudy.models.build_model`, in eval mode.
-        images: B x 3 x H x W float in [0, 1].
-        tta: average over the four horizontal/vertical flips (the horizontal HV channel
-            changes sign under a horizontal flip, the vertical one under a vertical flip).
-        mixed_precision: take the device's fast path (:func:`nucstudy.device.choose_fast_path`:
-            bf16 autocast and channels_last where supported).
-
-    Returns:
-        dict with ``"np"`` B x H x W nucleus probability, ``"hv"`` B x 2 x H x W and
-        ``"tp"`` B x K x H x W class probabilities, float32.
-    """
-    fast = choose_fast_path(images.device, mixed_precision)
-    height, width = images.shape[-2:]
-    pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
-    if pad_h or pad_w:
-        images = F.pad(images, (0, pad_w, 0, pad_h), mode="reflect")
-    totals: dict[str, torch.Tensor] = {}
-    flips = _FLIPS if tta else _FLIPS[:1]
-    for flip_w, flip_h in flips:
-        dims = [d for d, on in ((-1, flip_w), (-2, flip_h)) if on]
-        x = (images.flip(dims) if dims else images).contiguous(memory_format=fast.memory_format)
-        with fast.autocast():
-            out = model(x)
-        maps = {
-            "np": out["np"].float().softmax(dim=1)[:, 1],
-            "hv": out["hv"].float(),
-            "tp": out["tp"].float().softmax(dim=1),
-        }
-        if dims:
-            maps = {key: value.flip(dims) for key, value in maps.items()}
-            sign = torch.tensor([-1.0 if flip_w else 1.0, -1.0 if flip_h else 1.0])
-            maps["hv"] = maps["hv"] * sign.to(maps["hv"].device).view(1, 2, 1, 1)
-        for key, value in maps.items():
-            totals[key] = totals[key] + value if key in totals else value
-    return {key: (value / len(flips))[..., :height, :width] for key, value in totals.items()}
-
-
-def predict_labels(
-    model: nn.Module,
-    images: np.ndarray,
-    mpp: float,
-    batch_size: int = 16,
-    device: torch.device | str = "auto",
-    tta: bool = False,
-    mixed_precision: bool = True,
-    postprocess_workers: int = 0,
-    route: str = "native",
-    progress: bool = False,
-) -> np.ndarray:
-    """Predict nuclei for N patches in the CoNIC layout.
-
-    Args:
-        model: a model from :func:`nucstudy.models.build_model`.
-        images: N x H x W x 3 uint8 RGB (may be memory-mapped).
-        mpp: resolution of the images in um/px; selects the post-processing constants.
-        batch_size: patches per forward pass.
-        device: where to run the model (``"auto"``: CUDA when available).
-        tta: flip test-time augmentation.
-        mixed_precision: take the device's fast path (bf16 autocast, channels_last).
-        postprocess_workers: processes that post-process one batch while the network runs
-            the next (0: post-process in this process, after each batch).
-        route: post-processing route, ``"native"`` or ``"resample"`` (see
-            :func:`nucstudy.postprocess.hover_postprocess`).
-        progress: show a tqdm bar (on a terminal only).
-
-    Returns:
-        N x H x W x 2 int32: instance ids 1..n per patch, and class ids.
-    """
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"images must be N x H x W x 3 uint8, got {images.shape} {images.dtype}")
-    if route not in ROUTES:
-        raise ValueError(f"route must be {' or '.join(map(repr, ROUTES))}, got {route!r}")
-    if postprocess_workers < 0:
-        raise ValueError(f"postprocess_workers must be >= 0, got {postprocess_workers}")
-    device = resolve_device(device) if isinstance(device, str) else device
-    was_training = model.training
-    model.eval()
-    model.to(memory_format=choose_fast_path(device, mixed_precision).memory_format)
-    pool = ProcessPoolExecutor(postprocess_workers) if postprocess_workers > 0 else None
-    chunks: list[np.ndarray | Future] = []
-    starts = range(0, len(images), batch_size)
-    bar = tqdm(starts, desc="predict", unit="batch", disable=not progress or None, leave=False)
-    try:
-        for start in bar:
-            batch = images_to_tensor(images[start : start + batch_size], device)
-            maps = predict_maps(model, batch, tta, mixed_precision)
-            arrays = [maps[key].cpu().numpy() for key in ("np", "hv", "tp")]
-            if pool is None:
-                chunks.append(maps_to_labels(*arrays, mpp, route))
-            else:
-                chunks.append(pool.submit(maps_to_labels, *arrays, mpp, route))
-        labels = [chunk.result() if isinstance(chunk, Future) else chunk for chunk in chunks]
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-        model.train(was_training)
-    if not labels:
-        return np.zeros((0, *images.shape[1:3], 2), np.int32)
-    return np.concatenate(labels)
-
-
-def maps_to_labels(
-    np_prob: np.ndarray, hv: np.ndarray, tp: np.ndarray, mpp: float, route: str = "native"
-) -> np.ndarray:
-    """Post-process one batch of head outputs (see :func:`predict_maps`) into CoNIC labels.
-
-    Returns:
-        B x H x W x 2 int32 (instance ids, class ids).
-    """
-    return to_conic_labels(postprocess_batch(np_prob, hv, tp, mpp, route))
 
 
 def summarise_metrics(scores: dict[str, Any], scheme: ClassScheme) -> dict[str, Any]:
@@ -298,7 +167,7 @@ def evaluate(
     )
     seconds = time.perf_counter() - started
     scores = conic_metrics(pred, data.labels, data.scheme)
-    stats = per_image_stats(pred, data.labels, data.scheme)
+    stats = per_image_stats(pred, data.labels, data.scheme, data.patch_info["source"])
     result = {
         **summarise_metrics(scores, data.scheme),
         "data": data_name or config.data,
@@ -325,3 +194,56 @@ def evaluate(
             flush=True,
         )
     return result
+
+
+def table1_row(
+    run_dir: str | os.PathLike,
+    method: str,
+    n_boot: int = 2000,
+    bootstrap_by: str = "source",
+) -> dict[str, Any]:
+    """One row of the study's Table I from a run folder: scores, intervals, provenance.
+
+    Args:
+        run_dir: the run folder (its parent's name is the data set's registry name).
+        method: the method's name in the table (e.g. ``"HoVer-Net"``).
+        n_boot: bootstrap resamples of the 95 % intervals.
+        bootstrap_by: ``"source"`` (source images resampled with all their patches) or
+            ``"patch"`` (see :func:`nucstudy.bootstrap.bootstrap_intervals`).
+
+    Returns:
+        A dict with ``data set``, ``method``, ``run`` and ``status``: ``"done"`` with
+        mPQ+, R², PQ and their intervals, the test data and the run's protocol, or
+        ``"pending: <reason>"`` alone when the run has not finished.
+    """
+    folder = Path(run_dir)
+    base = {"data set": folder.parent.name, "method": method, "run": folder.name}
+    if not (folder / METRICS_FILE).is_file():
+        reason = "not trained yet" if not (folder / CONFIG_FILE).is_file() else "not scored yet"
+        return {**base, "status": f"pending: {reason} (no {folder / METRICS_FILE})"}
+    config = ExperimentConfig.load(folder / CONFIG_FILE)
+    metrics = json.loads((folder / METRICS_FILE).read_text())
+    env = json.loads((folder / ENV_FILE).read_text()) if (folder / ENV_FILE).is_file() else {}
+    stats = pd.read_csv(folder / PER_IMAGE_FILE)
+    ci = bootstrap_intervals(stats, n_boot=n_boot, by=bootstrap_by)
+    fast_path = env.get("fast_path", {})
+    return {
+        **base,
+        "status": "done",
+        "mPQ+": metrics["overall"]["mpq+"],
+        "mPQ+ 95% CI": f"[{ci.loc['mpq+', 'low']:.3f}, {ci.loc['mpq+', 'high']:.3f}]",
+        "R²": metrics["overall"]["r2"],
+        "R² 95% CI": f"[{ci.loc['r2', 'low']:.3f}, {ci.loc['r2', 'high']:.3f}]",
+        "PQ": metrics["overall"]["pq"],
+        "test data": metrics["data"],
+        "test patches": metrics["patches"],
+        "post-processing": metrics.get("postprocess", "native"),
+        "preset": config.preset,
+        "model": f"{config.model} {config.model_options or ''}".strip(),
+        "epochs": config.epochs,
+        "best epoch": metrics["epoch"],
+        "seed": config.seed,
+        "device": env.get("device_name"),
+        "bf16": fast_path.get("bf16"),
+        "commit": (env.get("git_commit") or "")[:8],
+    }

@@ -1,4 +1,6 @@
-"""Inference: padding, flip test-time augmentation, CoNIC-layout output, evaluate()."""
+"""Inference and evaluation: padding, flip TTA, CoNIC-layout output, model files, evaluate()."""
+
+import shutil
 
 import numpy as np
 import pytest
@@ -6,10 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nucstudy.data import make_targets
+from nucstudy.checkpoint import CheckpointError
+from nucstudy.data import make_targets, synthetic_conic
 from nucstudy.device import resolve_device
+from nucstudy.evaluate import evaluate, load_run_model, table1_row
+from nucstudy.experiment import preset
+from nucstudy.inference import TrainedModel, load_model, predict_labels, predict_maps
 from nucstudy.metrics import conic_metrics
-from nucstudy.predict import predict_labels, predict_maps
+from nucstudy.train import Trainer
 
 
 class GradientModel(nn.Module):
@@ -96,3 +102,52 @@ def test_bad_input():
 def test_asking_for_cuda_without_it():
     with pytest.raises(ValueError, match="CUDA is not available"):
         resolve_device("cuda")
+
+
+@pytest.mark.parametrize("size", [(5, 7), (31, 1), (40, 70)])
+def test_any_image_size_is_padded_even_below_the_pad(size):
+    maps = predict_maps(GradientModel(), torch.rand(1, 3, *size), mixed_precision=False)
+    assert maps["np"].shape == (1, *size) and maps["tp"].shape == (1, 4, *size)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    config = preset("smoke", device="cpu", postprocess="resample", out_root=str(root))
+    Trainer(config, progress=False).fit()
+    return config
+
+
+def test_a_checkpoint_copied_anywhere_is_a_usable_model(smoke_run, tmp_path, synthetic_small):
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    checkpoints = smoke_run.run_dir / "checkpoints"
+    shutil.copy(checkpoints / "best.pt", folder / "model.pt")
+    shutil.copy(checkpoints / "best.pt.sha256", folder / "model.pt.sha256")
+    model = load_model(folder / "model.pt")
+    assert isinstance(model, TrainedModel) and not model.network.training
+    assert (model.scheme.name, model.mpp, model.postprocess) == ("conic", 0.5, "resample")
+    assert model.config == smoke_run
+    images = np.asarray(synthetic_small.images[:2, :64, :64])
+    from_file = predict_labels(model.network, images, model.mpp, route=model.postprocess)
+    network, _, _ = load_run_model(smoke_run.run_dir)
+    np.testing.assert_array_equal(
+        from_file, predict_labels(network, images, 0.5, route="resample")
+    )
+    (folder / "model.pt.sha256").unlink()
+    with pytest.warns(UserWarning, match="no model.pt.sha256"):
+        assert load_model(folder / "model.pt").epoch == model.epoch
+    torch.save({"weights": torch.zeros(1)}, folder / "other.pt")
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="not a trained-model"):
+        load_model(folder / "other.pt")
+
+
+def test_table1_rows_for_finished_and_pending_runs(smoke_run):
+    pending = table1_row(smoke_run.run_dir.parent / "never-trained", "Mask R-CNN")
+    assert pending["status"].startswith("pending: not trained yet")
+    assert set(pending) == {"data set", "method", "run", "status"}
+    metrics = evaluate(smoke_run.run_dir, synthetic_conic(4, size=64, seed=21), device="cpu")
+    row = table1_row(smoke_run.run_dir, "proposed", n_boot=50)
+    assert row["status"] == "done" and row["post-processing"] == "resample"
+    assert row["mPQ+"] == metrics["overall"]["mpq+"]
+    assert row["mPQ+ 95% CI"].startswith("[") and row["bf16"] in (True, False)

@@ -1,0 +1,328 @@
+"""Where the study departs from the paper, generated from the configs of its runs.
+
+Every :class:`~nucstudy.experiment.ExperimentConfig` field either belongs to one aspect of
+the protocol in :data:`ASPECTS` (compared with the paper there) or is listed in
+:data:`NOT_PROTOCOL` (names, paths, devices, speed settings that change nothing the paper
+describes). A test keeps the two lists complete, so a new config field cannot escape the
+table. :func:`departures_table` gives one row per aspect: the paper's value, each run's
+value, whether it departs, and why.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from nucstudy.data.augment import build_augmentation
+from nucstudy.data.sources import parse_source
+from nucstudy.experiment import CONFIG_FILE, ENV_FILE, METRICS_FILE, ExperimentConfig, crop_side
+from nucstudy.paths import REPO_ROOT
+
+
+@dataclass(frozen=True)
+class Run:
+    """What the table reads of one run folder."""
+
+    name: str
+    config: ExperimentConfig
+    env: dict
+    metrics: dict
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike, name: str | None = None) -> Run:
+        folder = Path(folder)
+        config = ExperimentConfig.load(folder / CONFIG_FILE)
+
+        def optional(file: str) -> dict:
+            path = folder / file
+            return json.loads(path.read_text()) if path.is_file() else {}
+
+        label = name or f"{folder.parent.name} ({config.preset})"
+        return cls(label, config, optional(ENV_FILE), optional(METRICS_FILE))
+
+
+@dataclass(frozen=True)
+class Aspect:
+    """One aspect of the protocol: the paper's value, ours, and why they differ."""
+
+    name: str
+    paper: str
+    fields: tuple[str, ...]
+    ours: Callable[[Run], str]
+    same: Callable[[Run], bool]
+    why: str
+
+
+def _data(run: Run) -> str:
+    kind, _ = parse_source(run.config.data)
+    return {"synthetic": "synthetic H&E", "consep": "CoNSeP-256", "conic": "CoNIC"}[kind]
+
+
+def _split(run: Run) -> str:
+    config = run.config
+    if config.test_data is not None:
+        return f"separate test source {config.test_data}"
+    kind, _ = parse_source(config.data)
+    if kind == "consep":
+        return "CoNSeP's official test tiles"
+    if kind == "synthetic":
+        return "synthetic patches from another seed"
+    return f"{config.test_fraction:.0%} of the source images, fixed seed"
+
+
+def _mpp(run: Run) -> float | None:
+    return run.metrics.get("mpp")
+
+
+def _crop(run: Run) -> str:
+    config = run.config
+    if not config.augment:
+        return "no augmentation"
+    side = run.env.get("crop_px")
+    if side is None and config.crop_fraction is None and config.crop_size is None:
+        return "none"
+    return f"{side or crop_side(config, 256)} px" + (
+        f" ({config.crop_fraction:g} of the side)" if config.crop_fraction else ""
+    )
+
+
+def _augmentation(run: Run) -> str:
+    if not run.config.augment:
+        return "none"
+    defaults = inspect.signature(build_augmentation).parameters
+    return (
+        f"flips; rescale {defaults['scale'].default}, rotation {defaults['rotate'].default} "
+        f"deg (p 0.8); HSV shifts {defaults['hsv'].default} (p 0.8)"
+    )
+
+
+def _weights(run: Run) -> str:
+    weights = run.config.class_weights
+    if weights is None:
+        return "none (plain cross-entropy)"
+    if weights == "paper":
+        scheme = run.metrics.get("scheme", "conic")
+        return "the paper's" + ("" if scheme == "conic" else f", mapped onto {scheme}")
+    return str(weights)
+
+
+def _precision(run: Run) -> str:
+    path = run.env.get("fast_path")
+    if path is None:
+        return "not recorded"
+    return "bf16 autocast + channels_last" if path["bf16"] else "float32"
+
+
+def _device(run: Run) -> str:
+    return run.env.get("device_name") or "not recorded"
+
+
+#: The aspects of the protocol, in the order the table lists them.
+ASPECTS: tuple[Aspect, ...] = (
+    Aspect(
+        "data set",
+        "CoNIC (Lizard, colon H&E from several centres)",
+        ("data", "synthetic_patches", "synthetic_size"),
+        _data,
+        lambda run: _data(run) == "CoNIC",
+        "CoNIC cannot be downloaded on the study's machines: synthetic H&E is the embedded "
+        "default, CoNSeP-256 (one of Lizard's sources) the real data at hand",
+    ),
+    Aspect(
+        "classes",
+        "6 CoNIC classes",
+        (),
+        lambda run: run.metrics.get("scheme", "?"),
+        lambda run: run.metrics.get("scheme") == "conic",
+        "CoNSeP has HoVer-Net's 4 merged classes; mPQ+ over 4 classes is another quantity",
+    ),
+    Aspect(
+        "test split",
+        "not stated",
+        ("test_fraction", "test_data"),
+        _split,
+        lambda run: False,
+        "the paper does not say how it held out test patches; ours never shares an image",
+    ),
+    Aspect(
+        "magnification",
+        "20x (0.5 um/px)",
+        ("resample",),
+        lambda run: f"{_mpp(run)} um/px" if _mpp(run) else "?",
+        lambda run: _mpp(run) == 0.5,
+        "CoNSeP is 40x; halved (block majority for labels) to CoNIC's 20x",
+    ),
+    Aspect(
+        "network width, depth",
+        "not given",
+        ("model", "model_options"),
+        lambda run: (
+            (
+                f"{run.config.model} "
+                + ", ".join(f"{k} {v}" for k, v in run.config.model_options.items())
+            ).strip()
+            or run.config.model
+        ),
+        lambda run: False,
+        "the paper gives no widths: the default is 32 channels, 5 levels; cpu-demo halves "
+        "the width and drops a level to train in minutes on 2 CPU cores",
+    ),
+    Aspect(
+        "epochs",
+        "50",
+        ("epochs",),
+        lambda run: str(run.config.epochs),
+        lambda run: run.config.epochs == 50,
+        "the compute at hand: 2 CPU cores, no GPU",
+    ),
+    Aspect(
+        "batch size",
+        "32",
+        ("batch_size",),
+        lambda run: str(run.config.batch_size),
+        lambda run: run.config.batch_size == 32,
+        "smaller batches take more optimiser steps per epoch in the CPU budget",
+    ),
+    Aspect(
+        "optimiser, learning rate, schedule",
+        "Adam, 3e-4, x0.1 at epochs 25 and 35",
+        ("lr", "lr_milestones", "lr_gamma", "weight_decay"),
+        lambda run: (
+            f"Adam, {run.config.lr:g}, x{run.config.lr_gamma:g} at "
+            f"{', '.join(map(str, run.config.lr_milestones))}"
+            + (f", weight decay {run.config.weight_decay:g}" if run.config.weight_decay else "")
+        ),
+        lambda run: (
+            (run.config.lr, run.config.lr_milestones, run.config.lr_gamma) == (3e-4, [25, 35], 0.1)
+            and not run.config.weight_decay
+        ),
+        "a shorter schedule needs a larger rate to learn in 30 epochs",
+    ),
+    Aspect(
+        "augmentation",
+        "flips, rescale, rotation, random HSV (ranges not given)",
+        ("augment",),
+        _augmentation,
+        lambda run: False,
+        "the paper gives no ranges: these are the study's",
+    ),
+    Aspect(
+        "random crop",
+        "random cropping (size not given)",
+        ("crop_size", "crop_fraction"),
+        _crop,
+        lambda run: _crop(run) not in ("none", "no augmentation"),
+        "the paper gives no size: the paper preset crops 0.75 of the side; cpu-demo trains "
+        "on whole (already small) patches",
+    ),
+    Aspect(
+        "TP class weights",
+        "epithelial 2, lymphocyte 2, plasma 3, eosinophil 4, neutrophil 4, connective 2, "
+        "background 1",
+        ("class_weights",),
+        _weights,
+        lambda run: run.config.class_weights == "paper" and run.metrics.get("scheme") == "conic",
+        "for CoNSeP's classes the paper's weights are mapped by the study "
+        "(nucstudy.classes.paper_class_weights)",
+    ),
+    Aspect(
+        "loss",
+        "CE + Dice (NP), MSE (HV), weighted CE + Dice (TP); Dice the mean over classes",
+        ("loss",),
+        lambda run: (
+            "the paper's (Dice: mean over classes)"
+            if run.config.loss == "paper"
+            else "HoVer-Net's (adds MSGE; Dice summed over classes)"
+        ),
+        lambda run: run.config.loss == "paper",
+        "the HoVer-Net baseline keeps its own loss",
+    ),
+    Aspect(
+        "post-processing",
+        "HoVer-Net's (constants for 40x)",
+        ("postprocess",),
+        lambda run: {
+            "native": "HoVer-Net's, constants scaled to the data's mpp",
+            "resample": "HoVer-Net's at 40x on maps resized x2 (the CoNIC baseline's route)",
+        }[run.config.postprocess],
+        lambda run: False,
+        "HoVer-Net's 40x constants lose PQ at 20x even on perfect maps",
+    ),
+    Aspect(
+        "model selection",
+        "not stated",
+        ("val_fraction", "eval_every", "seed"),
+        lambda run: (
+            f"best validation mPQ+ (every {run.config.eval_every} epochs) on "
+            f"{run.config.val_fraction:.0%} of the training images; seed {run.config.seed}"
+        ),
+        lambda run: False,
+        "the paper does not say which epoch it reports",
+    ),
+    Aspect(
+        "hardware",
+        "GPUs",
+        (),
+        _device,
+        lambda run: _device(run) not in ("cpu", "not recorded"),
+        "the study's machines have 2 CPU cores and no GPU",
+    ),
+    Aspect(
+        "precision",
+        "not stated",
+        ("mixed_precision",),
+        _precision,
+        lambda run: False,
+        "bf16 where the hardware computes it natively; its effect is measured on the "
+        "performance pages",
+    ),
+    Aspect(
+        "pretraining",
+        "not stated",
+        (),
+        lambda run: "none (random initialisation)",
+        lambda run: False,
+        "nothing is downloaded on the study's machines",
+    ),
+)
+
+#: Config fields that are not part of the protocol the paper describes.
+NOT_PROTOCOL: dict[str, str] = {
+    "name": "the run folder's name",
+    "preset": "provenance: the preset the config started from",
+    "out_root": "where the run folder is written",
+    "device": "where it runs (the hardware row records the device used)",
+    "workers": "DataLoader processes: speed only",
+    "compile": "torch.compile: speed only",
+}
+
+
+def departures_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per aspect: paper, each run's value, whether any run departs, why.
+
+    Returns:
+        DataFrame indexed by aspect with columns ``paper``, one per run (its name),
+        ``departs`` ("yes" / "no") and ``why`` (empty where no run departs).
+    """
+    rows = []
+    for aspect in ASPECTS:
+        row = {"aspect": aspect.name, "paper": aspect.paper}
+        row.update({run.name: aspect.ours(run) for run in runs})
+        departs = not all(aspect.same(run) for run in runs)
+        row["departs"] = "yes" if departs else "no"
+        row["why"] = aspect.why if departs else ""
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("aspect")
+
+
+def registry_full_runs(root: str | os.PathLike | None = None) -> list[Run]:
+    """The full-model run (``full-seed0``) of each data set in the results registry."""
+    root = Path(root) if root is not None else REPO_ROOT / "results" / "runs"
+    folders = sorted(root.glob(f"*/full-seed0/{CONFIG_FILE}"))
+    return [Run.read(path.parent) for path in folders if (path.parent / METRICS_FILE).is_file()]
