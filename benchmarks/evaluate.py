@@ -59,7 +59,8 @@ def main() -> None:
     args = parser.parse_args()
     test = import_consep256(args.consep, "test", resample=True)
     images = np.asarray(test.images)
-    model, config, _ = load_run_model(args.run_dir)
+    trained = load_run_model(args.run_dir)
+    model, config = trained.network, trained.config
     predict_labels(model, images[:BATCH], test.mpp, BATCH, "cpu")  # warm-up
     reference = None
     rows = []

@@ -212,7 +212,8 @@ def _predict(args: argparse.Namespace) -> int:
     from nucstudy.submission import write_submission
 
     data, name = _eval_data(args)
-    model, config, _ = load_run_model(args.run_dir, args.checkpoint)
+    trained = load_run_model(args.run_dir, args.checkpoint)
+    model, config = trained.network, trained.config
     device = resolve_device(args.device)
     model.to(device)
     pred = predict_labels(

@@ -16,10 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from torch import nn
 
 from nucstudy.bootstrap import bootstrap_intervals, per_image_stats
-from nucstudy.checkpoint import load_checkpoint
 from nucstudy.classes import ClassScheme
 from nucstudy.data.conic import ConicData
 from nucstudy.device import choose_fast_path, resolve_device
@@ -32,10 +30,9 @@ from nucstudy.experiment import (
     ExperimentConfig,
     now,
 )
-from nucstudy.inference import predict_labels
+from nucstudy.inference import TrainedModel, load_model, predict_labels
 from nucstudy.io import atomic_write_text
 from nucstudy.metrics import conic_metrics
-from nucstudy.models import build_model
 
 
 def summarise_metrics(scores: dict[str, Any], scheme: ClassScheme) -> dict[str, Any]:
@@ -51,23 +48,17 @@ def summarise_metrics(scores: dict[str, Any], scheme: ClassScheme) -> dict[str, 
     return {"overall": overall, "per_class": per_class}
 
 
-def load_run_model(
-    run_dir: str | os.PathLike, which: str = "best"
-) -> tuple[nn.Module, ExperimentConfig, dict[str, Any]]:
-    """The model of a run folder with its ``which`` (``best`` or ``last``) checkpoint's weights.
+def load_run_model(run_dir: str | os.PathLike, which: str = "best") -> TrainedModel:
+    """The trained model of a run folder, from its ``which`` (``best`` or ``last``) checkpoint.
 
     Returns:
-        (model on the CPU in eval mode, the run's config, the checkpoint's other entries).
+        The :class:`~nucstudy.inference.TrainedModel` (network on the CPU in eval mode).
     """
-    run_dir = Path(run_dir)
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', got {which!r}")
-    config = ExperimentConfig.load(run_dir / CONFIG_FILE)
-    state = load_checkpoint(run_dir / "checkpoints" / f"{which}.pt")
-    model = build_model(config.model, n_types=int(state["n_types"]), **config.model_options)
-    model.load_state_dict(state.pop("model"))
-    model.eval()
-    return model, config, state
+    if not (Path(run_dir) / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    return load_model(Path(run_dir) / "checkpoints" / f"{which}.pt")
 
 
 def check_held_out(run_dir: str | os.PathLike, data: ConicData) -> None:
@@ -142,15 +133,16 @@ def evaluate(
         The dict written to metrics.json: ``overall`` (mpq+, r2, pq, mpq_per_image, aji,
         dice), ``per_class`` ({name: tp, fp, fn, sum_iou, dq, sq, pq, r2}) and provenance.
     """
-    model, config, state = load_run_model(run_dir, which)
+    trained = load_run_model(run_dir, which)
+    config = trained.config
     check_held_out(run_dir, data)
-    if int(state["n_types"]) != data.scheme.n_classes:
+    if trained.scheme.n_classes != data.scheme.n_classes:
         raise ValueError(
-            f"{run_dir}: the model predicts {state['n_types']} classes, the data's scheme "
-            f"{data.scheme.name!r} has {data.scheme.n_classes}"
+            f"{run_dir}: the model predicts {trained.scheme.n_classes} classes, the data's "
+            f"scheme {data.scheme.name!r} has {data.scheme.n_classes}"
         )
     device_t = resolve_device(device)
-    model.to(device_t)
+    model = trained.network.to(device_t)
     route = route or config.postprocess
     started = time.perf_counter()
     pred = predict_labels(
@@ -175,7 +167,7 @@ def evaluate(
         "patches": len(data),
         "mpp": data.mpp,
         "checkpoint": which,
-        "epoch": int(state["epoch"]),
+        "epoch": trained.epoch,
         "tta": tta,
         "postprocess": route,
         "device": str(device_t),
@@ -201,6 +193,7 @@ def table1_row(
     method: str,
     n_boot: int = 2000,
     bootstrap_by: str = "source",
+    route: str | None = None,
 ) -> dict[str, Any]:
     """One row of the study's Table I from a run folder: scores, intervals, provenance.
 
@@ -210,6 +203,8 @@ def table1_row(
         n_boot: bootstrap resamples of the 95 % intervals.
         bootstrap_by: ``"source"`` (source images resampled with all their patches) or
             ``"patch"`` (see :func:`nucstudy.bootstrap.bootstrap_intervals`).
+        route: read the scores of this post-processing route (written by ``nucstudy
+            evaluate --postprocess``); None: the run's own.
 
     Returns:
         A dict with ``data set``, ``method``, ``run`` and ``status``: ``"done"`` with
@@ -218,13 +213,17 @@ def table1_row(
     """
     folder = Path(run_dir)
     base = {"data set": folder.parent.name, "method": method, "run": folder.name}
-    if not (folder / METRICS_FILE).is_file():
-        reason = "not trained yet" if not (folder / CONFIG_FILE).is_file() else "not scored yet"
-        return {**base, "status": f"pending: {reason} (no {folder / METRICS_FILE})"}
+    if not (folder / CONFIG_FILE).is_file():
+        return {**base, "status": f"pending: not trained yet (no {folder / CONFIG_FILE})"}
     config = ExperimentConfig.load(folder / CONFIG_FILE)
-    metrics = json.loads((folder / METRICS_FILE).read_text())
+    metrics_path, per_image_path = result_files(
+        folder, route or config.postprocess, config.postprocess
+    )
+    if not metrics_path.is_file():
+        return {**base, "status": f"pending: not scored yet (no {metrics_path})"}
+    metrics = json.loads(metrics_path.read_text())
     env = json.loads((folder / ENV_FILE).read_text()) if (folder / ENV_FILE).is_file() else {}
-    stats = pd.read_csv(folder / PER_IMAGE_FILE)
+    stats = pd.read_csv(per_image_path)
     ci = bootstrap_intervals(stats, n_boot=n_boot, by=bootstrap_by)
     fast_path = env.get("fast_path", {})
     return {

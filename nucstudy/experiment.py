@@ -25,6 +25,7 @@ import subprocess
 import time
 import typing
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -332,7 +333,9 @@ def environment_info() -> dict[str, Any]:
     return info
 
 
+@cache
 def _git_commit() -> str | None:
+    """HEAD when this process first asks: a long process keeps the commit it started on."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],

@@ -102,3 +102,17 @@ def test_pages_are_not_blank_in_a_browser(built_book, page, tmp_path):
     assert pixels.std() > 20  # contrast: not one flat colour
     rows_with_ink = dark.any(axis=1).mean()
     assert rows_with_ink > 0.2  # content over a good part of the page
+
+
+@pytest.mark.slow
+def test_experiment_pages_read_as_a_report(built_book):
+    table1 = (built_book / "book" / "experiments" / "table1.html").read_text()
+    assert "NaN" not in table1  # pending rows read as one line with their reason
+    assert "bootstrap over sources" in table1
+    for data in ("synthetic", "consep"):
+        for page in ("train", "ablations"):
+            html = (built_book / "book" / "experiments" / data / f"{page}.html").read_text()
+            assert "tag_hide-input" in html, f"{data}/{page}: code not hidden"
+            assert "tag_injected-parameters" in html  # the run's parameters stay visible
+    teaching = (built_book / "notebooks" / "01_data.html").read_text()
+    assert "tag_hide-input" not in teaching  # in the lessons the code is the point

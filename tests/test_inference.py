@@ -130,7 +130,7 @@ def test_a_checkpoint_copied_anywhere_is_a_usable_model(smoke_run, tmp_path, syn
     assert model.config == smoke_run
     images = np.asarray(synthetic_small.images[:2, :64, :64])
     from_file = predict_labels(model.network, images, model.mpp, route=model.postprocess)
-    network, _, _ = load_run_model(smoke_run.run_dir)
+    network = load_run_model(smoke_run.run_dir).network
     np.testing.assert_array_equal(
         from_file, predict_labels(network, images, 0.5, route="resample")
     )
@@ -151,3 +151,8 @@ def test_table1_rows_for_finished_and_pending_runs(smoke_run):
     assert row["status"] == "done" and row["post-processing"] == "resample"
     assert row["mPQ+"] == metrics["overall"]["mpq+"]
     assert row["mPQ+ 95% CI"].startswith("[") and row["bf16"] in (True, False)
+    unscored = table1_row(smoke_run.run_dir, "proposed", route="native")
+    assert unscored["status"].startswith("pending: not scored yet")
+    evaluate(smoke_run.run_dir, synthetic_conic(4, size=64, seed=21), route="native")
+    native = table1_row(smoke_run.run_dir, "proposed", n_boot=50, route="native")
+    assert native["post-processing"] == "native" and native["status"] == "done"
