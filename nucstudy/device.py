@@ -11,6 +11,7 @@ they run the same numbers.
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -89,3 +90,16 @@ def choose_fast_path(device: torch.device, enabled: bool = True) -> FastPath:
         what = "with" if bf16 else "without"
         return FastPath(kind, bf16, channels_last, f"CPU {what} native bf16 (AVX512-BF16 or AMX)")
     return FastPath(kind, False, False, f"no fast path known for {kind!r}")
+
+
+def loader_workers(requested: int, device: torch.device) -> int:
+    """DataLoader worker processes to use for ``requested`` ones on ``device``.
+
+    On a GPU, as requested. On a CPU, at most the cores that the intra-op threads leave
+    free: workers sharing cores with the threads slow training down (on the study's 2-core
+    CPU, 0 workers train the cpu-demo model faster than 1 or 2; ``benchmarks/train.py``).
+    """
+    if device.type != "cpu":
+        return requested
+    spare = max(0, (os.cpu_count() or 1) - torch.get_num_threads())
+    return min(requested, spare)

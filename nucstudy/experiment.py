@@ -96,7 +96,8 @@ class ExperimentConfig:
             CPU it makes a training step of the default network about 1.2x as fast after a
             compilation of about 100 s (``benchmarks/train.py``), which pays off only in
             long runs.
-        workers: DataLoader processes.
+        workers: DataLoader processes (on a CPU at most the cores the intra-op threads
+            leave free: :func:`nucstudy.device.loader_workers`).
         eval_every: validate every this many epochs (and after the last).
         out_root: folder under which run folders are made.
     """

@@ -48,7 +48,7 @@ from nucstudy.data import (
     make_loader,
     split_by_source,
 )
-from nucstudy.device import FastPath, choose_fast_path, resolve_device
+from nucstudy.device import FastPath, choose_fast_path, loader_workers, resolve_device
 from nucstudy.experiment import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -126,6 +126,7 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = self._setup_device()
         self.fast_path: FastPath = choose_fast_path(self.device, config.mixed_precision)
+        self.workers = loader_workers(config.workers, self.device)
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
         seed_everything(config.seed)
@@ -188,15 +189,15 @@ class Trainer:
                 per_rank,
                 shuffle=True,
                 seed=self.config.seed,
-                num_workers=self.config.workers,
+                num_workers=self.workers,
                 drop_last=len(self.train_set) > per_rank,
             )
         return torch.utils.data.DataLoader(
             self.train_set,
             batch_size=per_rank,
             sampler=self.sampler,
-            num_workers=self.config.workers,
-            persistent_workers=self.config.workers > 0,
+            num_workers=self.workers,
+            persistent_workers=self.workers > 0,
             pin_memory=self.device.type == "cuda",
         )
 
@@ -249,7 +250,7 @@ class Trainer:
             "world_size": self.world_size,
             "fast_path": self.fast_path.to_dict(),
             "threads": torch.get_num_threads(),
-            "workers": self.config.workers,
+            "workers": self.workers,
             "crop_px": self.crop if self.config.augment else None,
         }
 

@@ -124,3 +124,13 @@ def test_compile_is_opt_in_and_wraps_the_training_network(tmp_path, monkeypatch)
         preset("smoke", device="cpu", compile=True), run_dir=tmp_path / "b", progress=False
     )
     assert compiled == [trainer.model]
+
+
+def test_loader_workers_never_take_the_cores_of_a_cpu_run(monkeypatch):
+    monkeypatch.setattr(device_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert device_module.loader_workers(4, CPU) == 0
+    monkeypatch.setattr(device_module.os, "cpu_count", lambda: 16)
+    assert device_module.loader_workers(4, CPU) == 4
+    assert device_module.loader_workers(1, CPU) == 1
+    assert device_module.loader_workers(4, torch.device("cuda")) == 4
