@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--postprocess-workers",
             type=int,
-            default=1,
+            default=0,
             help="processes that post-process while the network runs (0: none)",
         )
         if name == "predict":

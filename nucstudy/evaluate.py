@@ -105,7 +105,7 @@ def evaluate(
     batch_size: int = 16,
     device: str = "auto",
     data_name: str | None = None,
-    postprocess_workers: int = 1,
+    postprocess_workers: int = 0,
     route: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -122,8 +122,12 @@ def evaluate(
         batch_size: patches per forward pass.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         data_name: how to name the data in metrics.json (default: the run's data source).
-        postprocess_workers: see :func:`predict_labels` (default: one process beside this one,
-            so that post-processing overlaps the network).
+        postprocess_workers: processes that post-process while the network runs the next
+            batch (:func:`~nucstudy.inference.predict_labels`). Default 0: on the CoNSeP test
+            split (128 x 128 patches, 2 cores) post-processing is a fifth of the network's
+            time and a pool costs more than it saves (``benchmarks/evaluate.py``); it pays
+            where post-processing is slow beside the network (large images, a GPU, spare
+            cores).
         route: post-processing route (default: the run's ``postprocess``); recorded as
             ``postprocess``. Another route than the run's is written to
             ``metrics-<route>.json`` (see :func:`result_files`).

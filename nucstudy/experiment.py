@@ -93,9 +93,9 @@ class ExperimentConfig:
             time by :func:`nucstudy.device.choose_fast_path`; False: float32 everywhere.
             The path taken is recorded in ``env.json``.
         compile: train through ``torch.compile`` (inductor). Opt-in: on the study's 2-core
-            CPU it makes a training step of the default network about 1.2x as fast after a
-            compilation of about 100 s (``benchmarks/train.py``), which pays off only in
-            long runs.
+            CPU it makes a training step of the default network a third faster, after a
+            compilation that takes minutes the first time (inductor then caches it on disk;
+            ``benchmarks/train.py``), which pays off only in long runs.
         workers: DataLoader processes (on a CPU at most the cores the intra-op threads
             leave free: :func:`nucstudy.device.loader_workers`).
         eval_every: validate every this many epochs (and after the last).
