@@ -206,7 +206,8 @@ def table1_row(
         method: the method's name in the table (e.g. ``"HoVer-Net"``).
         n_boot: bootstrap resamples of the 95 % intervals.
         bootstrap_by: ``"source"`` (source images resampled with all their patches) or
-            ``"patch"`` (see :func:`nucstudy.bootstrap.bootstrap_intervals`).
+            ``"patch"`` (see :func:`nucstudy.bootstrap.bootstrap_intervals`); a run scored
+            before sources were recorded falls back to patches, and ``CI over`` says so.
         route: read the scores of this post-processing route (written by ``nucstudy
             evaluate --postprocess``); None: the run's own.
 
@@ -228,6 +229,8 @@ def table1_row(
     metrics = json.loads(metrics_path.read_text())
     env = json.loads((folder / ENV_FILE).read_text()) if (folder / ENV_FILE).is_file() else {}
     stats = pd.read_csv(per_image_path)
+    if "source" not in stats.columns:  # scored before sources were recorded
+        bootstrap_by = "patch"
     ci = bootstrap_intervals(stats, n_boot=n_boot, by=bootstrap_by)
     fast_path = env.get("fast_path", {})
     return {
@@ -237,6 +240,7 @@ def table1_row(
         "mPQ+ 95% CI": f"[{ci.loc['mpq+', 'low']:.3f}, {ci.loc['mpq+', 'high']:.3f}]",
         "R²": metrics["overall"]["r2"],
         "R² 95% CI": f"[{ci.loc['r2', 'low']:.3f}, {ci.loc['r2', 'high']:.3f}]",
+        "CI over": {"source": "sources", "patch": "patches"}[bootstrap_by],
         "PQ": metrics["overall"]["pq"],
         "test data": metrics["data"],
         "test patches": metrics["patches"],

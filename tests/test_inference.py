@@ -3,6 +3,7 @@
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -156,3 +157,8 @@ def test_table1_rows_for_finished_and_pending_runs(smoke_run):
     evaluate(smoke_run.run_dir, synthetic_conic(4, size=64, seed=21), route="native")
     native = table1_row(smoke_run.run_dir, "proposed", n_boot=50, route="native")
     assert native["post-processing"] == "native" and native["status"] == "done"
+    assert native["CI over"] == "sources"
+    per_image = smoke_run.run_dir / "per_image-native.csv"
+    pd.read_csv(per_image).drop(columns="source").to_csv(per_image, index=False)
+    legacy = table1_row(smoke_run.run_dir, "proposed", n_boot=50, route="native")
+    assert legacy["CI over"] == "patches" and legacy["status"] == "done"
