@@ -219,13 +219,13 @@ def table1_row(
     folder = Path(run_dir)
     base = {"data set": folder.parent.name, "method": method, "run": folder.name}
     if not (folder / CONFIG_FILE).is_file():
-        return {**base, "status": f"pending: not trained yet (no {folder / CONFIG_FILE})"}
+        return {**base, "status": "pending: not trained yet"}
     config = ExperimentConfig.load(folder / CONFIG_FILE)
     metrics_path, per_image_path = result_files(
         folder, route or config.postprocess, config.postprocess
     )
     if not metrics_path.is_file():
-        return {**base, "status": f"pending: not scored yet (no {metrics_path})"}
+        return {**base, "status": f"pending: not scored yet (no {metrics_path.name})"}
     metrics = json.loads(metrics_path.read_text())
     env = json.loads((folder / ENV_FILE).read_text()) if (folder / ENV_FILE).is_file() else {}
     stats = pd.read_csv(per_image_path)
