@@ -65,7 +65,8 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
     """
     path = Path(path)
     state = load_checkpoint(path)
-    missing = [key for key in ("model", "config", "scheme", "mpp", "n_types") if key not in state]
+    required = ("model", "config", "scheme", "mpp", "n_types", "epoch")
+    missing = [key for key in required if key not in state]
     if missing:
         raise CheckpointError(f"{path}: not a trained-model checkpoint (no {', '.join(missing)})")
     config = ExperimentConfig.from_dict(json.loads(state["config"]))
