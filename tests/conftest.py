@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from nucstudy.data import synthetic_conic
+from nucstudy.experiment import preset
 
 REPO = Path(__file__).resolve().parents[1]
 CONSEP_DIR = REPO.parent / "shared" / "data" / "consep256"
@@ -24,3 +25,17 @@ def consep_dir() -> Path:
     if not (CONSEP_DIR / "train" / "labels.npz").is_file():
         pytest.skip(f"CoNSeP-256 not found at {CONSEP_DIR}")
     return CONSEP_DIR
+
+
+@pytest.fixture(scope="session")
+def train_smoke(tmp_path_factory):
+    """A function that trains a smoke run on the CPU in a folder of its own; returns its config."""
+    from nucstudy.train import Trainer
+
+    def train(**changes):
+        root = tmp_path_factory.mktemp("runs")
+        config = preset("smoke", device="cpu", out_root=str(root), **changes)
+        Trainer(config, progress=False).fit()
+        return config
+
+    return train

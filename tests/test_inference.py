@@ -13,10 +13,8 @@ from nucstudy.checkpoint import CheckpointError
 from nucstudy.data import make_targets, synthetic_conic
 from nucstudy.device import resolve_device
 from nucstudy.evaluate import evaluate, load_run_model, table1_row
-from nucstudy.experiment import preset
 from nucstudy.inference import TrainedModel, load_model, predict_labels, predict_maps
 from nucstudy.metrics import conic_metrics
-from nucstudy.train import Trainer
 
 
 class GradientModel(nn.Module):
@@ -112,11 +110,8 @@ def test_any_image_size_is_padded_even_below_the_pad(size):
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    config = preset("smoke", device="cpu", postprocess="resample", out_root=str(root))
-    Trainer(config, progress=False).fit()
-    return config
+def smoke_run(train_smoke):
+    return train_smoke(postprocess="resample")
 
 
 def test_a_checkpoint_copied_anywhere_is_a_usable_model(smoke_run, tmp_path, synthetic_small):

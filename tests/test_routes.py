@@ -11,16 +11,12 @@ from nucstudy.evaluate import evaluate
 from nucstudy.experiment import preset
 from nucstudy.inference import predict_labels
 from nucstudy.models import build_model
-from nucstudy.train import Trainer
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def trained_run(train_smoke):
     """A smoke run trained with the resample route for validation."""
-    root = tmp_path_factory.mktemp("runs")
-    config = preset("smoke", device="cpu", postprocess="resample", out_root=str(root))
-    Trainer(config, progress=False).fit()
-    return config
+    return train_smoke(postprocess="resample")
 
 
 def test_the_route_is_a_checked_config_field():
