@@ -21,7 +21,7 @@ import pandas as pd
 
 from nucstudy.data.augment import build_augmentation
 from nucstudy.data.sources import parse_source
-from nucstudy.experiment import CONFIG_FILE, ENV_FILE, METRICS_FILE, ExperimentConfig, crop_side
+from nucstudy.experiment import CONFIG_FILE, ENV_FILE, METRICS_FILE, ExperimentConfig
 from nucstudy.paths import REPO_ROOT
 
 
@@ -84,12 +84,11 @@ def _crop(run: Run) -> str:
     config = run.config
     if not config.augment:
         return "no augmentation"
-    side = run.env.get("crop_px")
-    if side is None and config.crop_fraction is None and config.crop_size is None:
+    if config.crop_fraction is None and config.crop_size is None:
         return "none"
-    return f"{side or crop_side(config, 256)} px" + (
-        f" ({config.crop_fraction:g} of the side)" if config.crop_fraction else ""
-    )
+    side = run.env.get("crop_px") or config.crop_size
+    size = f"{side} px" if side else "side not recorded"
+    return size + (f" ({config.crop_fraction:g} of the side)" if config.crop_fraction else "")
 
 
 def _augmentation(run: Run) -> str:

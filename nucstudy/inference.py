@@ -167,6 +167,9 @@ def predict_labels(
             :func:`nucstudy.postprocess.hover_postprocess`).
         progress: show a tqdm bar (on a terminal only).
 
+    The model is put in eval mode (its mode is restored afterwards) and in the fast path's
+    memory format (channels_last where that is taken), which it keeps.
+
     Returns:
         N x H x W x 2 int32: instance ids 1..n per patch, and class ids.
     """
