@@ -25,8 +25,9 @@ import torch
 from nucstudy.data import import_consep256
 from nucstudy.device import choose_fast_path
 from nucstudy.evaluate import load_run_model
-from nucstudy.inference import maps_to_labels, predict_labels, predict_maps
+from nucstudy.inference import predict_labels, predict_maps
 from nucstudy.io import atomic_write_text
+from nucstudy.methods import DenseMethod
 from nucstudy.metrics import conic_metrics
 
 BATCH = 16
@@ -47,7 +48,7 @@ def stage_times(model, images: np.ndarray, mpp: float, mixed_precision: bool) ->
         maps, seconds = timed(predict_maps, model, batch, mixed_precision=mixed_precision)
         network += seconds
         arrays = [maps[key].numpy() for key in ("np", "hv", "tp")]
-        postprocess += timed(maps_to_labels, *arrays, mpp)[1]
+        postprocess += timed(DenseMethod().to_labels, arrays, mpp, "native")[1]
     return {"network_seconds": network, "postprocess_seconds": postprocess}
 
 

@@ -1,10 +1,13 @@
 """Model cost and speed: parameters, multiply-adds and training images/s at 256 x 256.
 
-For each variant (the paper's SE-Res U-Net in full, without SE, without CA, and HoVer-Net)
-it counts parameters and the multiply-adds of one forward pass on one patch, then times
-forward + loss + backward (no optimiser step) on random patches in training mode, the
-fastest of a few steps after two warm-up steps: float32 on the CPU; on CUDA float32 and bf16
-autocast with channels_last, with peak GPU memory.
+For each variant (the paper's SE-Res U-Net in full, without SE, without CA, HoVer-Net and
+Mask R-CNN) it counts parameters and the multiply-adds of one forward pass on one patch (for
+the dense networks; a detector's depends on what it detects), then times forward + loss +
+backward (no optimiser step) through each method (:mod:`nucstudy.methods`: its own targets
+and loss) on synthetic H&E patches in training mode, the fastest of a few steps after two
+warm-up steps, and counts the multiply-adds of that training step per patch: float32, and
+bf16 autocast with channels_last where the device has native bf16 (CUDA; AVX512-BF16 or
+AMX CPUs), with peak GPU memory on CUDA.
 
 Usage: python benchmarks/models.py [--batch N] [--steps 3] [--variants full hovernet]
                                    [--out results/benchmarks/models_cpu.json]
@@ -20,20 +23,26 @@ import platform
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from nucstudy.classes import CONIC
+from nucstudy.data import synthetic_conic
+from nucstudy.device import FastPath, choose_fast_path
+from nucstudy.experiment import ExperimentConfig
 from nucstudy.io import atomic_write_text
-from nucstudy.losses import HoVerNetLoss, SegmentationLoss
+from nucstudy.methods import OWN_TRAINING, build_method
 from nucstudy.models import build_model, count_multiply_adds, count_parameters
 
 WARM_UP_STEPS = 2  # the first steps pay for memory allocation and kernel selection
 
-#: name -> (model name, options, loss class)
+#: name -> (model name, options, config changes of its method)
 VARIANTS = {
-    "full": ("seresunet", {}, SegmentationLoss),
-    "no_se": ("seresunet", {"use_se": False}, SegmentationLoss),
-    "no_ca": ("seresunet", {"use_ca": False}, SegmentationLoss),
-    "hovernet": ("hovernet", {}, HoVerNetLoss),
+    "full": ("seresunet", {}, {}),
+    "no_se": ("seresunet", {"use_se": False}, {}),
+    "no_ca": ("seresunet", {"use_ca": False}, {}),
+    "hovernet": ("hovernet", {}, OWN_TRAINING["hovernet"]),
+    # the Table I baseline: ResNet-50-FPN, 512 sampled RoIs, images as they are (upscale 1)
+    "maskrcnn": ("maskrcnn", {}, OWN_TRAINING["maskrcnn"]),
 }
 
 
@@ -49,38 +58,25 @@ def machine() -> str:
     return words
 
 
-def random_batch(batch: int, size: int, device: torch.device) -> tuple[torch.Tensor, dict]:
-    """Random images in [0, 1] and random targets of the three heads."""
-    generator = torch.Generator().manual_seed(0)
-    images = torch.rand(batch, 3, size, size, generator=generator)
-    tp = torch.randint(0, CONIC.n_classes, (batch, size, size), generator=generator)
-    targets = {
-        "np": (tp > 0).long(),
-        "hv": torch.rand(batch, 2, size, size, generator=generator) * 2 - 1,
-        "tp": tp,
-    }
-    return images.to(device), {key: value.to(device) for key, value in targets.items()}
+def real_batch(method, batch: int, size: int) -> dict:
+    """A batch of synthetic H&E patches with the method's own targets (real nuclei)."""
+    data = synthetic_conic(batch, size=size, seed=0)
+    items = [
+        {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255.0}
+        | method.targets(label)
+        for image, label in zip(data.images, data.labels, strict=True)
+    ]
+    return method.collate(items)
 
 
-def time_training_steps(
-    model: torch.nn.Module,
-    loss_fn: torch.nn.Module,
-    images: torch.Tensor,
-    targets: dict,
-    steps: int,
-    bf16_channels_last: bool,
-) -> float:
+def time_training_steps(model, method, batch: dict, steps: int, fast: FastPath) -> float:
     """Seconds of the fastest of ``steps`` forward + loss + backward steps, after warm-up."""
-    device = images.device
-    if bf16_channels_last:
-        model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
+    device = fast.device
+    model.to(memory_format=fast.memory_format)
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_channels_last):
-            outputs = model(images)
-        loss_fn(outputs, targets)["total"].backward()
+        method.loss_terms(model, batch, device, fast)["total"].backward()
 
     def synchronise() -> None:
         if device.type == "cuda":
@@ -98,37 +94,52 @@ def time_training_steps(
     return min(times)
 
 
+def train_multiply_adds(model, method, batch: dict, fast: FastPath) -> float:
+    """Multiply-adds of forward + backward of one training step, per patch."""
+    model.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False) as counter:
+        method.loss_terms(model, batch, fast.device, fast)["total"].backward()
+    return counter.get_total_flops() / 2 / len(batch["image"])
+
+
 def measure(name: str, args: argparse.Namespace, device: torch.device) -> list[dict]:
     """Figures of one variant: one row per precision mode."""
-    model_name, options, loss_class = VARIANTS[name]
+    model_name, options, training = VARIANTS[name]
     torch.manual_seed(0)
     model = build_model(model_name, CONIC.n_classes, **options)
+    config = ExperimentConfig(model=model_name, model_options=options, **training)
+    method = build_method(config, CONIC).to(device)  # paper: CoNIC class weights
+    dense = model_name != "maskrcnn"
     common = {
         "variant": name,
         "model": model_name,
         "options": options,
         "parameters": count_parameters(model),
-        "multiply_adds_g": count_multiply_adds(model, args.size, args.size) / 1e9,
+        # the forward pass of a detector depends on what it detects: counted for dense ones
+        "multiply_adds_g": count_multiply_adds(model, args.size, args.size) / 1e9
+        if dense
+        else None,
     }
     model.to(device).train()
-    loss_fn = loss_class().to(device)  # paper: CoNIC class weights; HoVer-Net: none
-    images, targets = random_batch(args.batch, args.size, device)
+    batch = real_batch(method, args.batch, args.size)
     modes = ["fp32"] + (["bf16_channels_last"] if device.type == "cuda" else [])
+    if device.type == "cpu" and choose_fast_path(device, True).bf16:
+        modes.append("bf16_channels_last")
     rows = []
     for mode in modes:
+        fast = choose_fast_path(device, mode != "fp32")
         row = dict(common, mode=mode, batch=args.batch)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         try:
-            seconds = time_training_steps(
-                model, loss_fn, images, targets, args.steps, mode != "fp32"
-            )
+            seconds = time_training_steps(model, method, batch, args.steps, fast)
         except torch.cuda.OutOfMemoryError:
             row["error"] = "out of GPU memory"
             torch.cuda.empty_cache()
         else:
             row["seconds_per_step"] = seconds
             row["images_per_s"] = args.batch / seconds
+            row["train_multiply_adds_g"] = train_multiply_adds(model, method, batch, fast) / 1e9
             if device.type == "cuda":
                 row["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
         print(json.dumps(row), flush=True)
@@ -157,6 +168,7 @@ def main() -> None:
         "timed_steps": args.steps,
         "warm_up_steps": WARM_UP_STEPS,
         "step": "forward + loss + backward, training mode, no optimiser step; fastest step",
+        "data": "synthetic H&E patches, each method's own targets",
         "rows": [row for name in args.variants for row in measure(name, args, device)],
     }
     if args.out:

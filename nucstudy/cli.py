@@ -1,10 +1,11 @@
-"""The ``nucstudy`` command: train, predict, evaluate, and data tools.
+"""The ``nucstudy`` command: train, predict, evaluate, Table I, and data tools.
 
 Examples::
 
     nucstudy train --preset smoke --data synthetic --out runs/x
     nucstudy evaluate runs/x --data consep:../shared/data/consep256
     nucstudy predict runs/x --data synthetic --out runs/x/predictions
+    nucstudy table1 --data consep:../shared/data/consep256 --preset paper --out runs/t1
     nucstudy data synthetic --n 64 --out data/synthetic
     nucstudy data import-consep ../shared/data/consep256 --split test --out data/consep-test
     nucstudy data summary consep:../shared/data/consep256
@@ -25,6 +26,7 @@ import numpy as np
 from nucstudy.checkpoint import CheckpointError
 from nucstudy.data import ConicData, import_consep256, open_source, save_conic, synthetic_conic
 from nucstudy.experiment import CONFIG_FILE, PRESETS, ExperimentConfig, preset
+from nucstudy.methods import OWN_TRAINING
 from nucstudy.postprocess import ROUTES
 
 EXIT_USAGE = 2
@@ -74,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int)
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="auto, cpu or cuda")
-    train.add_argument("--model", help="seresunet or hovernet")
+    train.add_argument(
+        "--model",
+        help="seresunet, hovernet or maskrcnn (trained with its own loss unless --set loss=...)",
+    )
     train.add_argument(
         "--postprocess", choices=list(ROUTES), help="post-processing route of validation"
     )
@@ -117,6 +122,54 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "predict":
             sub.add_argument("--out", type=Path, help="folder (default <run_dir>/predictions)")
 
+    table1 = commands.add_parser(
+        "table1", help="train what is missing of Table I's three methods and write the table"
+    )
+    table1.add_argument(
+        "--data", required=True, help="synthetic, consep:<folder> or conic:<folder>"
+    )
+    table1.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    table1.add_argument(
+        "--out",
+        type=Path,
+        help="registry folder of the comparison (default runs/table1-<data>-<preset>)",
+    )
+    table1.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a change to the protocol all three share, e.g. --set epochs=20",
+    )
+    table1.add_argument(
+        "--method-set",
+        action="append",
+        default=[],
+        metavar="METHOD:FIELD=VALUE",
+        help="one method's departure from the protocol, named in its row, e.g. hovernet:epochs=15",
+    )
+    table1.add_argument(
+        "--method-option",
+        action="append",
+        default=[],
+        metavar="METHOD:KEY=VALUE",
+        help="one method's model option, e.g. maskrcnn:backbone=resnet18",
+    )
+    table1.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="METHOD",
+        help="train only these where missing (default: proposed, hovernet and maskrcnn)",
+    )
+    table1.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=None,
+        help="train a missing method only if its measured cost fits in what is left",
+    )
+    table1.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
+
     data = commands.add_parser("data", help="generate, import and summarise data sets")
     tools = data.add_subparsers(dest="tool", required=True, parser_class=_Parser)
     synth = tools.add_parser("synthetic", help="generate synthetic H&E in the CoNIC layout")
@@ -140,15 +193,17 @@ def _train(args: argparse.Namespace) -> int:
     from nucstudy.train import Trainer
 
     config = ExperimentConfig.load(args.config) if args.config else preset(args.preset)
-    changes: dict[str, Any] = _pairs(args.set, "--set")
+    changes: dict[str, Any] = {}
+    if args.model is not None:  # the model's own loss and class weights unless --set
+        changes.update(OWN_TRAINING.get(args.model, {}))
+    changes.update(_pairs(args.set, "--set"))
     for field in ("data", "epochs", "seed", "device", "model", "postprocess"):
         if getattr(args, field) is not None:
             changes[field] = getattr(args, field)
-    if args.model_option:
-        changes["model_options"] = {
-            **config.model_options,
-            **_pairs(args.model_option, "--model-option"),
-        }
+    # another model than the preset's starts from its own defaults, not the preset's options
+    options = {} if args.model not in (None, config.model) else config.model_options
+    if args.model_option or options is not config.model_options:
+        changes["model_options"] = {**options, **_pairs(args.model_option, "--model-option")}
     if args.out is not None:
         changes.update(name=args.out.name, out_root=str(args.out.parent))
     try:
@@ -234,6 +289,51 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _method_pairs(items: list[str], flag: str) -> dict[str, dict[str, Any]]:
+    """``METHOD:KEY=VALUE`` items -> {method: {key: value}}."""
+    from nucstudy.table1 import METHODS
+
+    changes: dict[str, dict[str, Any]] = {}
+    for item in items:
+        method, sep, pair = item.partition(":")
+        if not sep or method not in METHODS:
+            raise UsageError(
+                f"{flag} {item!r}: expected METHOD:KEY=VALUE, METHOD one of {', '.join(METHODS)}"
+            )
+        changes.setdefault(method, {}).update(_pairs([pair], flag))
+    return changes
+
+
+def _table1(args: argparse.Namespace) -> int:
+    from nucstudy.data import parse_source
+    from nucstudy.table1 import METHODS, run_table1, table1_base
+
+    _check_source(args.data)
+    methods = tuple(args.methods or METHODS)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise UsageError(f"--methods {' '.join(unknown)}: known methods are {', '.join(METHODS)}")
+    changes = _method_pairs(args.method_set, "--method-set")
+    for method, options in _method_pairs(args.method_option, "--method-option").items():
+        changes.setdefault(method, {})["model_options"] = options
+    try:
+        base = table1_base(args.data, args.preset, **_pairs(args.set, "--set"))
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    out = args.out or Path("runs") / f"table1-{parse_source(args.data)[0]}-{args.preset}"
+    table = run_table1(
+        base, out, changes, methods=methods, budget_minutes=args.budget_minutes, n_boot=args.n_boot
+    )
+    shown = [
+        c
+        for c in ("method", "status", "mPQ+", "R²", "PQ", "train minutes", "protocol")
+        if c in table
+    ]
+    print(table[shown].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(f"wrote {out / 'table1.csv'}")
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     if args.tool == "synthetic":
         if args.n < 1:
@@ -266,7 +366,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        handler = {"train": _train, "evaluate": _evaluate, "predict": _predict, "data": _data}
+        handler = {
+            "train": _train,
+            "evaluate": _evaluate,
+            "predict": _predict,
+            "table1": _table1,
+            "data": _data,
+        }
         return handler[args.command](args)
     except UsageError as error:
         print(f"nucstudy: error: {error}", file=sys.stderr)

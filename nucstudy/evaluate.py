@@ -9,8 +9,10 @@ into the run folder; it refuses patches the run trained or validated on.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from nucstudy.experiment import (
 )
 from nucstudy.inference import TrainedModel, load_model, predict_labels
 from nucstudy.io import atomic_write_text
+from nucstudy.methods import method_for
 from nucstudy.metrics import conic_metrics
 
 
@@ -174,6 +177,7 @@ def evaluate(
         "epoch": trained.epoch,
         "tta": tta,
         "postprocess": route,
+        "postprocessing": method_for(model).describe_postprocess(route),
         "device": str(device_t),
         "fast_path": choose_fast_path(device_t, config.mixed_precision).to_dict(),
         "predict_seconds": seconds,
@@ -213,8 +217,11 @@ def table1_row(
 
     Returns:
         A dict with ``data set``, ``method``, ``run`` and ``status``: ``"done"`` with
-        mPQ+, R², PQ and their intervals, the test data and the run's protocol, or
-        ``"pending: <reason>"`` alone when the run has not finished.
+        mPQ+, R², PQ and their intervals, PQ per class (``PQ <class>``), the test data,
+        the run's protocol and its training cost (``train minutes``, wall clock from
+        env.json; ``train GMACs/patch``, multiply-adds of forward and backward on one
+        training patch, NaN where not recorded), or ``"pending: <reason>"`` alone when the
+        run has not finished.
     """
     folder = Path(run_dir)
     base = {"data set": folder.parent.name, "method": method, "run": folder.name}
@@ -242,9 +249,10 @@ def table1_row(
         "R² 95% CI": f"[{ci.loc['r2', 'low']:.3f}, {ci.loc['r2', 'high']:.3f}]",
         "CI over": {"source": "sources", "patch": "patches"}[bootstrap_by],
         "PQ": metrics["overall"]["pq"],
+        **{f"PQ {name}": values["pq"] for name, values in metrics["per_class"].items()},
         "test data": metrics["data"],
         "test patches": metrics["patches"],
-        "post-processing": metrics.get("postprocess", "native"),
+        "post-processing": metrics.get("postprocessing", metrics.get("postprocess", "native")),
         "preset": config.preset,
         "model": f"{config.model} {config.model_options or ''}".strip(),
         "epochs": config.epochs,
@@ -252,5 +260,16 @@ def table1_row(
         "seed": config.seed,
         "device": env.get("device_name"),
         "bf16": fast_path.get("bf16"),
+        "train minutes": _minutes_between(env.get("started"), env.get("finished")),
+        "train GMACs/patch": (env.get("train_multiply_adds_per_patch") or math.nan) / 1e9,
         "commit": (env.get("git_commit") or "")[:8],
     }
+
+
+def _minutes_between(started: str | None, finished: str | None) -> float:
+    """Minutes between two :func:`nucstudy.experiment.now` stamps (NaN if either is None)."""
+    if not started or not finished:
+        return math.nan
+    fmt = "%Y-%m-%dT%H:%M:%S%z"
+    delta = datetime.strptime(finished, fmt) - datetime.strptime(started, fmt)
+    return delta.total_seconds() / 60

@@ -25,9 +25,10 @@ from nucstudy.checkpoint import CheckpointError, load_checkpoint
 from nucstudy.classes import ClassScheme, get_scheme
 from nucstudy.device import choose_fast_path, resolve_device
 from nucstudy.experiment import ExperimentConfig
+from nucstudy.methods import method_for
 from nucstudy.models import build_model
 from nucstudy.models.blocks import SIZE_MULTIPLE
-from nucstudy.postprocess import ROUTES, postprocess_batch, to_conic_labels
+from nucstudy.postprocess import ROUTES
 
 
 @dataclass
@@ -153,6 +154,9 @@ def predict_labels(
 ) -> np.ndarray:
     """Predict nuclei for N patches in the CoNIC layout.
 
+    The network's method (:func:`nucstudy.methods.method_for`) turns its outputs into
+    nuclei: HoVer-Net's post-processing of NP/HV/TP maps, or Mask R-CNN's pasted masks.
+
     Args:
         model: a model from :func:`nucstudy.models.build_model`.
         images: N x H x W x 3 uint8 RGB (may be memory-mapped).
@@ -163,8 +167,8 @@ def predict_labels(
         mixed_precision: take the device's fast path (bf16 autocast, channels_last).
         postprocess_workers: processes that post-process one batch while the network runs
             the next (0: post-process in this process, after each batch).
-        route: post-processing route, ``"native"`` or ``"resample"`` (see
-            :func:`nucstudy.postprocess.hover_postprocess`).
+        route: post-processing route of NP/HV/TP maps, ``"native"`` or ``"resample"`` (see
+            :func:`nucstudy.postprocess.hover_postprocess`; no effect on Mask R-CNN).
         progress: show a tqdm bar (on a terminal only).
 
     The model is put in eval mode (its mode is restored afterwards) and in the fast path's
@@ -180,6 +184,7 @@ def predict_labels(
     if postprocess_workers < 0:
         raise ValueError(f"postprocess_workers must be >= 0, got {postprocess_workers}")
     device = resolve_device(device) if isinstance(device, str) else device
+    method = method_for(model)
     was_training = model.training
     model.eval()
     model.to(memory_format=choose_fast_path(device, mixed_precision).memory_format)
@@ -190,12 +195,11 @@ def predict_labels(
     try:
         for start in bar:
             batch = images_to_tensor(images[start : start + batch_size], device)
-            maps = predict_maps(model, batch, tta, mixed_precision)
-            arrays = [maps[key].cpu().numpy() for key in ("np", "hv", "tp")]
+            outputs = method.predict(model, batch, tta, mixed_precision)
             if pool is None:
-                chunks.append(maps_to_labels(*arrays, mpp, route))
+                chunks.append(method.to_labels(outputs, mpp, route))
             else:
-                chunks.append(pool.submit(maps_to_labels, *arrays, mpp, route))
+                chunks.append(pool.submit(method.to_labels, outputs, mpp, route))
         labels = [chunk.result() if isinstance(chunk, Future) else chunk for chunk in chunks]
     finally:
         if pool is not None:
@@ -204,14 +208,3 @@ def predict_labels(
     if not labels:
         return np.zeros((0, *images.shape[1:3], 2), np.int32)
     return np.concatenate(labels)
-
-
-def maps_to_labels(
-    np_prob: np.ndarray, hv: np.ndarray, tp: np.ndarray, mpp: float, route: str = "native"
-) -> np.ndarray:
-    """Post-process one batch of head outputs (see :func:`predict_maps`) into CoNIC labels.
-
-    Returns:
-        B x H x W x 2 int32 (instance ids, class ids).
-    """
-    return to_conic_labels(postprocess_batch(np_prob, hv, tp, mpp, route))

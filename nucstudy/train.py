@@ -20,6 +20,7 @@ optimiser, scheduler, epoch, RNG states and the config.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -37,10 +38,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from nucstudy.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from nucstudy.classes import ClassScheme, paper_class_weights
 from nucstudy.data import (
     ConicData,
     NucleiDataset,
@@ -60,7 +61,7 @@ from nucstudy.experiment import (
 )
 from nucstudy.inference import predict_labels
 from nucstudy.io import atomic_write_text
-from nucstudy.losses import HoVerNetLoss, SegmentationLoss
+from nucstudy.methods import build_method
 from nucstudy.metrics import conic_metrics
 from nucstudy.models import build_model
 
@@ -74,29 +75,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_class_weights(
-    config: ExperimentConfig, scheme: ClassScheme
-) -> tuple[float, ...] | None:
-    """The TP class weights the config asks for, in the scheme's id order (None: plain CE)."""
-    if config.class_weights is None:
-        return None
-    if config.class_weights == "paper":
-        return paper_class_weights(scheme)
-    weights = tuple(float(w) for w in config.class_weights)
-    if len(weights) != scheme.n_classes:
-        raise ValueError(
-            f"class_weights has {len(weights)} values, scheme {scheme.name!r} has "
-            f"{scheme.n_classes} classes"
-        )
-    return weights
-
-
-def build_loss(config: ExperimentConfig, scheme: ClassScheme) -> SegmentationLoss:
-    """The paper's loss or HoVer-Net's, with the config's class weights."""
-    weights = resolve_class_weights(config, scheme)
-    return SegmentationLoss(weights) if config.loss == "paper" else HoVerNetLoss(weights)
 
 
 class Trainer:
@@ -136,13 +114,16 @@ class Trainer:
         self.train_idx, self.val_idx = split_by_source(self.data, config.val_fraction, config.seed)
         self.crop = crop_side(config, min(self.data.images.shape[1:3]))
         augment = build_augmentation(self.crop) if config.augment else None
-        self.train_set = NucleiDataset(self.data, self.train_idx, augment, seed=config.seed)
+        self.method = build_method(config, self.scheme)
+        self.train_set = NucleiDataset(
+            self.data, self.train_idx, augment, seed=config.seed, targets=self.method.targets
+        )
 
         self.model = build_model(
             config.model, n_types=self.scheme.n_classes, **config.model_options
         )
         self.model.to(self.device, memory_format=self.fast_path.memory_format)
-        self.loss = build_loss(config, self.scheme).to(self.device)
+        self.method.to(self.device)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -162,6 +143,7 @@ class Trainer:
         )
         self.loader = self._make_loader()
         self.epoch = 0
+        self.multiply_adds_per_patch: float | None = None
         self.best_score = -math.inf
         self.history: list[dict[str, Any]] = []
         if resume:
@@ -191,12 +173,14 @@ class Trainer:
                 seed=self.config.seed,
                 num_workers=self.workers,
                 drop_last=len(self.train_set) > per_rank,
+                collate_fn=self.method.collate,
             )
         return torch.utils.data.DataLoader(
             self.train_set,
             batch_size=per_rank,
             sampler=self.sampler,
             num_workers=self.workers,
+            collate_fn=self.method.collate,
             persistent_workers=self.workers > 0,
             pin_memory=self.device.type == "cuda",
         )
@@ -252,6 +236,8 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "workers": self.workers,
             "crop_px": self.crop if self.config.augment else None,
+            # forward + backward of one training patch, counted on the first step
+            "train_multiply_adds_per_patch": self.multiply_adds_per_patch,
         }
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -293,23 +279,23 @@ class Trainer:
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, src=0)
 
-    def _step(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
-        device = self.device
-        images = batch["image"].to(device, non_blocking=True)
-        images = images.contiguous(memory_format=self.fast_path.memory_format)
-        targets = {key: batch[key].to(device, non_blocking=True) for key in ("np", "hv", "tp")}
-        with self.fast_path.autocast():
-            outputs = self.network(images)
-        terms = self.loss(outputs, targets)
-        total = terms["total"]
-        if not torch.isfinite(total):
-            raise TrainingError(
-                f"the loss became {total.item()} in epoch {epoch + 1}; training stopped. The "
-                f"last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'} "
-                "(try a lower lr)"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+    def _step(self, batch: dict[str, Any], epoch: int) -> dict[str, float]:
+        # the first step of an uncompiled run counts its multiply-adds (the training cost)
+        counting = self.multiply_adds_per_patch is None and not self.config.compile
+        counter = FlopCounterMode(display=False) if counting else contextlib.nullcontext()
+        with counter:
+            terms = self.method.loss_terms(self.network, batch, self.device, self.fast_path)
+            total = terms["total"]
+            if not torch.isfinite(total):
+                raise TrainingError(
+                    f"the loss became {total.item()} in epoch {epoch + 1}; training stopped. "
+                    f"The last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'} "
+                    "(try a lower lr)"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+        if counting:
+            self.multiply_adds_per_patch = counter.get_total_flops() / 2 / len(batch["image"])
         self.optimizer.step()
         return {name: float(value.detach()) for name, value in terms.items()}
 

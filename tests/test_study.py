@@ -80,7 +80,8 @@ def test_a_conic_study_reaches_its_pages_and_table1(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "STUDY_OUT", tmp_path / "study")
     monkeypatch.setattr(study, "DATA_DIR", tmp_path / "data")
     (tmp_path / "runs" / "synthetic").mkdir(parents=True)  # another data set's registry
-    assert study.main(["--data", f"conic:{folder}", "--preset", "smoke", "--no-book"]) == 0
+    args = ["--data", f"conic:{folder}", "--preset", "smoke", "--no-book"]
+    assert study.main([*args, "--baselines-budget", "0"]) == 0
     runs = tmp_path / "runs" / "conic"
     metrics = json.loads((runs / "full-seed0" / "metrics.json").read_text())
     assert metrics["data"] == f"conic:{folder} (test)"
@@ -93,5 +94,6 @@ def test_a_conic_study_reaches_its_pages_and_table1(tmp_path, monkeypatch):
     assert str(runs) in injected.source and "synthetic" in injected.source
     shown = json.dumps([c.get("outputs", []) for c in table1.cells])
     assert "SE-Res U-Net + CA (proposed)" in shown and "conic" in shown
+    assert "not trained here: about" in shown  # the baselines' measured cost, over budget
     toc = (study.REPO_ROOT / "_toc.yml").read_text()
     assert "book/experiments/conic/train" in toc and "book/experiments/conic/ablations" in toc

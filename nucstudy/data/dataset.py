@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import albumentations as A
 import numpy as np
 import torch
@@ -18,11 +21,10 @@ class NucleiDataset(Dataset):
     Each item is a dict of tensors:
 
     - ``"image"``: 3 x H x W float32 in [0, 1] (RGB);
-    - ``"np"``: H x W int64, 1 on nuclei;
-    - ``"hv"``: 2 x H x W float32 (channel 0 horizontal, 1 vertical);
-    - ``"tp"``: H x W int64 class ids;
     - ``"label"``: H x W x 2 int32, the (augmented) instance and class maps, for scoring;
-    - ``"index"``: the patch's index in ``data``.
+    - ``"index"``: the patch's index in ``data``;
+    - the training targets of ``targets`` (by default :func:`map_targets`: ``"np"``, ``"hv"``
+      and ``"tp"``; a method's own, see :mod:`nucstudy.methods`).
 
     Augmentation is seeded per item from (``seed``, epoch, index), so an item is the same in
     every run and whatever process or worker loads it; call :meth:`set_epoch` at the start of
@@ -33,6 +35,8 @@ class NucleiDataset(Dataset):
         indices: which patches (default all).
         augment: from :func:`~nucstudy.data.augment.build_augmentation`, or None (validation).
         seed: base seed of the augmentation.
+        targets: the training targets of one augmented H x W x 2 label map (default
+            :func:`map_targets`).
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class NucleiDataset(Dataset):
         indices: np.ndarray | list[int] | None = None,
         augment: A.Compose | None = None,
         seed: int = 0,
+        targets: Callable[[np.ndarray], dict[str, Any]] | None = None,
     ) -> None:
         self.data = data
         self.indices = np.arange(len(data)) if indices is None else np.asarray(indices, np.int64)
@@ -48,6 +53,7 @@ class NucleiDataset(Dataset):
             raise ValueError(f"indices must lie in 0..{len(data) - 1}")
         self.augment = augment
         self.seed = seed
+        self.targets = targets if targets is not None else map_targets
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -57,23 +63,32 @@ class NucleiDataset(Dataset):
     def __len__(self) -> int:
         return int(self.indices.size)
 
-    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, item: int) -> dict[str, Any]:
         index = int(self.indices[item])
         image = np.asarray(self.data.images[index])
         label = np.asarray(self.data.labels[index], dtype=np.int32)
         if self.augment is not None:
             seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
             image, label = augment_pair(self.augment, image, label, seed)
-        targets = make_targets(label[..., 0], label[..., 1])
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
             / 255.0,
-            "np": torch.from_numpy(targets["np"].astype(np.int64)),
-            "hv": torch.from_numpy(targets["hv"]),
-            "tp": torch.from_numpy(targets["tp"]),
+            **self.targets(label),
             "label": torch.from_numpy(np.ascontiguousarray(label)),
             "index": torch.tensor(index),
         }
+
+
+def map_targets(label: np.ndarray) -> dict[str, torch.Tensor]:
+    """The NP/HV/TP targets of one H x W x 2 label map as tensors (see ``make_targets``):
+    ``"np"`` H x W int64 (1 on nuclei), ``"hv"`` 2 x H x W float32 (channel 0 horizontal,
+    1 vertical), ``"tp"`` H x W int64 class ids."""
+    maps = make_targets(label[..., 0], label[..., 1])
+    return {
+        "np": torch.from_numpy(maps["np"].astype(np.int64)),
+        "hv": torch.from_numpy(maps["hv"]),
+        "tp": torch.from_numpy(maps["tp"]),
+    }
 
 
 def make_loader(
@@ -83,6 +98,7 @@ def make_loader(
     seed: int = 0,
     num_workers: int = 0,
     drop_last: bool = False,
+    collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
 ) -> DataLoader:
     """A DataLoader whose shuffling order depends only on ``seed`` (and the epoch count).
 
@@ -93,6 +109,7 @@ def make_loader(
         seed: seed of the shuffling generator.
         num_workers: loader processes (0 loads in the main process).
         drop_last: drop a last incomplete batch.
+        collate_fn: how items become a batch (default: every entry stacked).
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
@@ -103,6 +120,7 @@ def make_loader(
         num_workers=num_workers,
         drop_last=drop_last,
         generator=generator,
+        collate_fn=collate_fn,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
     )

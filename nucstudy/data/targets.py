@@ -97,3 +97,45 @@ def network_like_maps(
     onehot = np.stack([targets["tp"] == c for c in range(n_classes)])
     tp = np.clip(np.stack([blur(ch) for ch in onehot]) + noise(onehot.shape), 0, None)
     return np_prob, hv, tp / np.maximum(tp.sum(axis=0), 1e-6)
+
+
+def instance_targets(inst: np.ndarray, cls: np.ndarray) -> dict[str, np.ndarray]:
+    """Mask R-CNN's targets of one patch: one box, mask and class per nucleus.
+
+    A nucleus's class is the most common non-background class under its mask; a nucleus
+    with no class pixel under it is left out (it has no type to learn). A patch without
+    nuclei gives empty arrays, which torchvision trains on as a patch of background only.
+
+    Args:
+        inst: H x W integer instance map, 0 background; ids need not be contiguous.
+        cls: H x W integer class map (class ids of a scheme, 0 background).
+
+    Returns:
+        dict with ``"boxes"`` K x 4 float32 ``(x0, y0, x1, y1)`` in pixels, the edges of
+        the nucleus's pixels (so a one-pixel nucleus has a 1 x 1 box), ``"labels"`` K
+        int64 class ids and ``"masks"`` K x H x W uint8, for the K nuclei in id order.
+    """
+    if inst.ndim != 2 or inst.shape != cls.shape:
+        raise ValueError(
+            f"inst and cls must be two H x W maps of one shape, got {inst.shape} and {cls.shape}"
+        )
+    boxes, labels, masks = [], [], []
+    for index, window in enumerate(ndimage.find_objects(inst.astype(np.int64)), start=1):
+        if window is None:
+            continue
+        mask = inst[window] == index
+        classes = cls[window][mask]
+        classes = classes[classes > 0]
+        if classes.size == 0:
+            continue
+        rows, cols = window
+        boxes.append((cols.start, rows.start, cols.stop, rows.stop))
+        labels.append(np.bincount(classes).argmax())
+        full = np.zeros(inst.shape, np.uint8)
+        full[window][mask] = 1
+        masks.append(full)
+    return {
+        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+        "labels": np.asarray(labels, np.int64),
+        "masks": np.stack(masks) if masks else np.zeros((0, *inst.shape), np.uint8),
+    }

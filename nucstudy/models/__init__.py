@@ -1,8 +1,10 @@
-"""Networks: the paper's SE-Res U-Net with Coordinate Attention, and HoVer-Net.
+"""Networks: the paper's SE-Res U-Net with Coordinate Attention, HoVer-Net and Mask R-CNN.
 
-Every model maps B x 3 x H x W float images in [0, 1] (H, W multiples of 32) to a dict of
-``"np"`` B x 2 x H x W logits, ``"hv"`` B x 2 x H x W horizontal and vertical maps and
-``"tp"`` B x n_types x H x W logits. Build one by name with :func:`build_model`.
+The SE-Res U-Net and HoVer-Net map B x 3 x H x W float images in [0, 1] (H, W multiples of
+32) to a dict of ``"np"`` B x 2 x H x W logits, ``"hv"`` B x 2 x H x W horizontal and
+vertical maps and ``"tp"`` B x n_types x H x W logits. Mask R-CNN (torchvision's) takes a
+list of images and returns losses in training and detections in eval mode. Build one by
+name with :func:`build_model`; :mod:`nucstudy.methods` knows how each learns and predicts.
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nucstudy.models.blocks import SIZE_MULTIPLE
 from nucstudy.models.hovernet import HoVerNet
+from nucstudy.models.maskrcnn import NucleusMaskRCNN
 from nucstudy.models.seresunet import SEResUNet
 from nucstudy.validation import parameter_hints, type_problems
 
 #: Model classes by name; their constructors take ``n_types`` and keyword options.
-MODELS: dict[str, type[nn.Module]] = {"seresunet": SEResUNet, "hovernet": HoVerNet}
+MODELS: dict[str, type[nn.Module]] = {
+    "seresunet": SEResUNet,
+    "hovernet": HoVerNet,
+    "maskrcnn": NucleusMaskRCNN,
+}
 
 
 def model_option_problems(name: str, options: dict) -> list[str]:
@@ -46,7 +53,10 @@ def build_model(name: str, n_types: int, **options) -> nn.Module:
 
     Args:
         name: ``"seresunet"`` (the paper's model; options ``width``, ``depth``, ``use_se``,
-            ``use_ca``) or ``"hovernet"`` (options ``pretrained``, ``weights``).
+            ``use_ca``), ``"hovernet"`` (options ``pretrained``, ``weights``) or
+            ``"maskrcnn"`` (options ``backbone``, ``upscale``, ``box_batch_size_per_image``,
+            ``detections_per_image``, ``weights``; see
+            :class:`~nucstudy.models.maskrcnn.NucleusMaskRCNN`).
         n_types: TP output channels, classes including background (``scheme.n_classes``).
         **options: keyword options of that model.
 
@@ -89,6 +99,7 @@ __all__ = [
     "MODELS",
     "SIZE_MULTIPLE",
     "HoVerNet",
+    "NucleusMaskRCNN",
     "SEResUNet",
     "build_model",
     "count_multiply_adds",

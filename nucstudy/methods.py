@@ -1,0 +1,264 @@
+"""Methods: how each kind of network learns from, and predicts, CoNIC-layout labels.
+
+A method knows three things: how to make its training targets from one patch's labels,
+its loss, and how to turn its outputs into CoNIC-layout labels. The Trainer, inference and
+evaluation talk to this interface only, never to a model's name:
+
+- :class:`DenseMethod`: networks with NP, HV and TP heads (the proposed SE-Res U-Net and
+  HoVer-Net): targets from :func:`~nucstudy.data.targets.make_targets`, the paper's loss or
+  HoVer-Net's, and HoVer-Net's post-processing;
+- :class:`MaskRCNNMethod`: torchvision's Mask R-CNN: one box, mask and class per nucleus
+  (:func:`~nucstudy.data.targets.instance_targets`), torchvision's own losses, and the
+  detections pasted into labels (:func:`~nucstudy.instances.detections_to_labels`).
+
+:func:`build_method` makes the method of an experiment (with its loss, for training);
+:func:`method_for` the method of a network (for inference).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+
+from nucstudy.classes import paper_class_weights
+from nucstudy.data.dataset import map_targets
+from nucstudy.data.targets import instance_targets
+from nucstudy.device import FastPath
+from nucstudy.instances import detections_to_labels, min_area_at
+from nucstudy.losses import HoVerNetLoss, SegmentationLoss
+from nucstudy.models import MODELS
+from nucstudy.postprocess import postprocess_batch, to_conic_labels
+
+if TYPE_CHECKING:
+    from nucstudy.classes import ClassScheme
+    from nucstudy.experiment import ExperimentConfig
+
+
+class Method(ABC):
+    """The interface between one kind of network and the rest of the study."""
+
+    @abstractmethod
+    def targets(self, label: np.ndarray) -> dict[str, Any]:
+        """Training targets of one (augmented) patch, H x W x 2 int32 labels, as tensors."""
+
+    def to(self, device: torch.device) -> Method:
+        """Move what the method holds (its loss's buffers) to ``device``; returns itself."""
+        return self
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Patches (dataset items) into one batch; by default every entry is stacked."""
+        return default_collate(items)
+
+    @abstractmethod
+    def loss_terms(
+        self, network: nn.Module, batch: dict[str, Any], device: torch.device, fast: FastPath
+    ) -> dict[str, torch.Tensor]:
+        """Forward one training batch; named float32 scalar loss terms plus ``"total"``."""
+
+    @abstractmethod
+    def predict(
+        self, network: nn.Module, images: torch.Tensor, tta: bool, mixed_precision: bool
+    ) -> Any:
+        """The network's outputs for B x 3 x H x W images in [0, 1], as NumPy arrays."""
+
+    @abstractmethod
+    def to_labels(self, outputs: Any, mpp: float, route: str) -> np.ndarray:
+        """Outputs of :meth:`predict` as B x H x W x 2 int32 CoNIC labels (picklable)."""
+
+    def describe_postprocess(self, route: str) -> str:
+        """A few words on how outputs become nuclei (for tables)."""
+        return route
+
+
+class DenseMethod(Method):
+    """NP, HV and TP maps: the proposed network and HoVer-Net.
+
+    Args:
+        loss: the training loss (:class:`~nucstudy.losses.SegmentationLoss` or
+            :class:`~nucstudy.losses.HoVerNetLoss`); None for inference only.
+    """
+
+    def __init__(self, loss: nn.Module | None = None) -> None:
+        self.loss = loss
+
+    def to(self, device: torch.device) -> DenseMethod:
+        if self.loss is not None:
+            self.loss.to(device)
+        return self
+
+    def targets(self, label: np.ndarray) -> dict[str, Any]:
+        """``"np"`` H x W int64, ``"hv"`` 2 x H x W float32, ``"tp"`` H x W int64."""
+        return map_targets(label)
+
+    def loss_terms(
+        self, network: nn.Module, batch: dict[str, Any], device: torch.device, fast: FastPath
+    ) -> dict[str, torch.Tensor]:
+        if self.loss is None:
+            raise RuntimeError("this method was built for inference only (no loss)")
+        images = batch["image"].to(device, non_blocking=True)
+        images = images.contiguous(memory_format=fast.memory_format)
+        targets = {key: batch[key].to(device, non_blocking=True) for key in ("np", "hv", "tp")}
+        with fast.autocast():
+            outputs = network(images)
+        return self.loss(outputs, targets)
+
+    def predict(
+        self, network: nn.Module, images: torch.Tensor, tta: bool, mixed_precision: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """NP probability B x H x W, HV B x 2 x H x W, TP probabilities B x K x H x W."""
+        from nucstudy.inference import predict_maps
+
+        maps = predict_maps(network, images, tta, mixed_precision)
+        return tuple(maps[key].cpu().numpy() for key in ("np", "hv", "tp"))
+
+    def to_labels(self, outputs: Any, mpp: float, route: str) -> np.ndarray:
+        return to_conic_labels(postprocess_batch(*outputs, mpp, route))
+
+    def describe_postprocess(self, route: str) -> str:
+        return f"HoVer-Net watershed ({route})"
+
+
+class MaskRCNNMethod(Method):
+    """Mask R-CNN: boxes, masks and classes per nucleus, torchvision's losses.
+
+    Args:
+        score_threshold: lowest detection score kept when pasting labels.
+        mask_threshold: lowest mask probability of a nucleus pixel.
+    """
+
+    def __init__(self, score_threshold: float = 0.5, mask_threshold: float = 0.5) -> None:
+        self.score_threshold = score_threshold
+        self.mask_threshold = mask_threshold
+
+    def targets(self, label: np.ndarray) -> dict[str, Any]:
+        """``"targets"``: boxes K x 4 float32, labels K int64, masks K x H x W uint8."""
+        target = instance_targets(label[..., 0], label[..., 1])
+        return {"targets": {key: torch.from_numpy(value) for key, value in target.items()}}
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Stack every entry but ``"targets"``, which stays a list (nuclei differ in number)."""
+        batch = default_collate(
+            [{k: v for k, v in item.items() if k != "targets"} for item in items]
+        )
+        batch["targets"] = [item["targets"] for item in items]
+        return batch
+
+    def loss_terms(
+        self, network: nn.Module, batch: dict[str, Any], device: torch.device, fast: FastPath
+    ) -> dict[str, torch.Tensor]:
+        """torchvision's five terms (``classifier``, ``box_reg``, ``mask``, ``objectness``,
+        ``rpn_box_reg``), summed with weight 1 into ``"total"``."""
+        images = [image.to(device, non_blocking=True) for image in batch["image"]]
+        targets = [
+            {key: value.to(device, non_blocking=True) for key, value in target.items()}
+            for target in batch["targets"]
+        ]
+        with fast.autocast():
+            losses = network(images, targets)
+        terms = {name.removeprefix("loss_"): value.float() for name, value in losses.items()}
+        terms["total"] = sum(terms.values())
+        return terms
+
+    @torch.no_grad()
+    def predict(
+        self, network: nn.Module, images: torch.Tensor, tta: bool, mixed_precision: bool
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per image: scores K, classes K and mask probabilities K x H x W (float32)."""
+        from nucstudy.device import choose_fast_path
+
+        if tta:
+            raise ValueError("flip test-time augmentation is not available for Mask R-CNN")
+        fast = choose_fast_path(images.device, mixed_precision)
+        with fast.autocast():
+            detections = network(list(images))
+        return [
+            (
+                found["scores"].float().cpu().numpy(),
+                found["labels"].cpu().numpy(),
+                found["masks"][:, 0].float().cpu().numpy(),
+            )
+            for found in detections
+        ]
+
+    def to_labels(self, outputs: Any, mpp: float, route: str) -> np.ndarray:
+        """Each image's detections pasted (see :func:`nucstudy.instances.detections_to_labels`);
+        ``route`` does not apply (there is no HoVer-Net post-processing)."""
+        return np.stack(
+            [
+                detections_to_labels(
+                    scores,
+                    classes,
+                    masks,
+                    self.score_threshold,
+                    self.mask_threshold,
+                    min_area_at(mpp),
+                )
+                for scores, classes, masks in outputs
+            ]
+        )
+
+    def describe_postprocess(self, route: str) -> str:
+        return f"masks pasted (score >= {self.score_threshold:g})"
+
+
+#: The method class of each registered model.
+METHOD_OF_MODEL: dict[str, type[Method]] = {
+    "seresunet": DenseMethod,
+    "hovernet": DenseMethod,
+    "maskrcnn": MaskRCNNMethod,
+}
+
+#: The losses each model can train with; the first is its own.
+LOSSES_OF_MODEL: dict[str, tuple[str, ...]] = {
+    "seresunet": ("paper", "hovernet"),
+    "hovernet": ("hovernet", "paper"),
+    "maskrcnn": ("maskrcnn",),
+}
+
+#: What a model trains with unless told otherwise (``nucstudy train --model``, Table I):
+#: its own loss, and the class weights of that loss (HoVer-Net's and Mask R-CNN's have none).
+OWN_TRAINING: dict[str, dict[str, Any]] = {
+    "seresunet": {"loss": "paper", "class_weights": "paper"},
+    "hovernet": {"loss": "hovernet", "class_weights": None},
+    "maskrcnn": {"loss": "maskrcnn", "class_weights": None},
+}
+
+
+def resolve_class_weights(
+    config: ExperimentConfig, scheme: ClassScheme
+) -> tuple[float, ...] | None:
+    """The TP class weights the config asks for, in the scheme's id order (None: plain CE)."""
+    if config.class_weights is None:
+        return None
+    if config.class_weights == "paper":
+        return paper_class_weights(scheme)
+    weights = tuple(float(w) for w in config.class_weights)
+    if len(weights) != scheme.n_classes:
+        raise ValueError(
+            f"class_weights has {len(weights)} values, scheme {scheme.name!r} has "
+            f"{scheme.n_classes} classes"
+        )
+    return weights
+
+
+def build_method(config: ExperimentConfig, scheme: ClassScheme) -> Method:
+    """The method of ``config``, with its loss (and the config's class weights) for training."""
+    if METHOD_OF_MODEL[config.model] is MaskRCNNMethod:
+        return MaskRCNNMethod()
+    weights = resolve_class_weights(config, scheme)
+    loss = SegmentationLoss(weights) if config.loss == "paper" else HoVerNetLoss(weights)
+    return DenseMethod(loss)
+
+
+def method_for(network: nn.Module) -> Method:
+    """The method (inference only, no loss) of a network built by ``build_model``; any
+    other module is taken for one with NP, HV and TP heads."""
+    for name, model_class in MODELS.items():
+        if isinstance(network, model_class):
+            return METHOD_OF_MODEL[name]()
+    return DenseMethod()

@@ -1,0 +1,251 @@
+"""Table I: the three methods trained under one protocol, scored alike, in one table.
+
+The paper compares HoVer-Net, Mask R-CNN and its SE-Res U-Net with Coordinate Attention.
+Here the three share one base config (data, split, augmentation, epochs, schedule, seed:
+:func:`table1_base`); each method changes only what defines it (:data:`METHODS`: the
+model, its options and its own loss). Where a method must depart from the shared protocol
+(for example fewer epochs because of its cost on the hardware at hand), the change is
+given explicitly and every row of the table names it (:func:`protocol_differences`).
+
+:func:`run_table1` trains what is missing into one registry folder, evaluates each run on
+the test split with the same metrics, and writes ``table1.csv`` there; under a time budget
+it first measures what each missing method would cost and trains only what fits,
+recording why the rest was not trained (``table1_skipped.json``). :func:`table1_rows`
+reads a registry folder back as the table (the ``nucstudy table1`` command and the Table I
+notebook both use it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nucstudy.ablations import reusable_run
+from nucstudy.data import parse_source
+from nucstudy.evaluate import table1_row
+from nucstudy.experiment import CONFIG_FILE, ExperimentConfig, preset
+from nucstudy.io import atomic_write_text
+from nucstudy.methods import OWN_TRAINING
+
+#: method -> its label in the table, the stem of its run folder and what defines it.
+METHODS: dict[str, dict[str, Any]] = {
+    "hovernet": {
+        "label": "HoVer-Net",
+        "run": "hovernet",
+        "changes": {"model": "hovernet", "model_options": {}, **OWN_TRAINING["hovernet"]},
+    },
+    "maskrcnn": {
+        "label": "Mask R-CNN",
+        "run": "maskrcnn",
+        "changes": {
+            "model": "maskrcnn",
+            # ResNet-50-FPN as the paper's baseline; 20x data seen at 40x pixel size
+            "model_options": {"backbone": "resnet50", "upscale": 2.0},
+            **OWN_TRAINING["maskrcnn"],
+        },
+    },
+    "proposed": {"label": "SE-Res U-Net + CA (proposed)", "run": "full", "changes": {}},
+}
+
+#: Config fields that define a method rather than the protocol it is trained under.
+METHOD_FIELDS = (
+    "name",
+    "model",
+    "model_options",
+    "loss",
+    "class_weights",
+    "out_root",
+    "workers",
+    "device",
+    "compile",
+)
+
+TABLE_FILE, SKIPPED_FILE = "table1.csv", "table1_skipped.json"
+
+
+def table1_base(data: str, preset_name: str, **changes: Any) -> ExperimentConfig:
+    """The protocol the three methods share: ``preset_name`` on ``data`` (CoNSeP halved to
+    20x, as everywhere in the study), with ``changes`` applied."""
+    kind = parse_source(data)[0]
+    return preset(preset_name, data=data, resample=kind == "consep").replace(**changes)
+
+
+def run_name(method: str, seed: int) -> str:
+    """The run folder's name of ``method`` trained with ``seed``: ``hovernet-seed0``."""
+    return f"{METHODS[method]['run']}-seed{seed}"
+
+
+def method_config(
+    base: ExperimentConfig, method: str, changes: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """The config of ``method`` under the protocol ``base``, with its own ``changes``.
+
+    ``changes`` are what this method alone departs from the protocol in; a
+    ``model_options`` there is merged onto the method's. If they change the number of
+    epochs but not ``lr_milestones``, the milestones are scaled with the epochs (the
+    schedule keeps its shape, rounded half up: 25 and 35 of 50 become 8 and 11 of 15).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown Table I method {method!r}; known: {', '.join(METHODS)}")
+    own = dict(METHODS[method]["changes"])
+    changes = dict(changes or {})
+    if "model_options" in changes:
+        base_options = own.get("model_options", base.model_options)
+        changes["model_options"] = {**base_options, **changes["model_options"]}
+    if "epochs" in changes and "lr_milestones" not in changes:
+        ratio = changes["epochs"] / base.epochs
+        changes["lr_milestones"] = [
+            max(1, math.floor(m * ratio + 0.5)) for m in base.lr_milestones
+        ]
+    config = base.replace(**own).replace(**changes)
+    return config.replace(name=run_name(method, config.seed))
+
+
+def protocol_differences(config: ExperimentConfig, reference: ExperimentConfig) -> str:
+    """How ``config``'s protocol differs from ``reference``'s, in words ("" if not at all).
+
+    Fields that define a method (:data:`METHOD_FIELDS`) are not protocol.
+    """
+    mine, theirs = config.to_dict(), reference.to_dict()
+    differences = [
+        f"{key} {mine[key]} (others: {theirs[key]})"
+        for key in mine
+        if key not in METHOD_FIELDS and mine[key] != theirs[key]
+    ]
+    return "; ".join(differences)
+
+
+def measure_step_seconds(trainer, steps: int = 2) -> float:
+    """Mean seconds of ``steps`` training steps of a :class:`~nucstudy.train.Trainer`
+    (loading the batch included), after one warm-up step. The trainer's weights move."""
+    trainer.network.train()
+    batches = iter(trainer.loader)
+    trainer._step(next(batches), 0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer._step(next(batches), 0)
+    return (time.perf_counter() - start) / steps
+
+
+def estimate_minutes(config: ExperimentConfig, steps: int = 2) -> float:
+    """Minutes ``config`` would train for on this machine (validation aside), measured."""
+    from nucstudy.train import Trainer
+
+    trainer = Trainer(config, progress=False)
+    return measure_step_seconds(trainer, steps) * len(trainer.loader) * config.epochs / 60
+
+
+def run_table1(
+    base: ExperimentConfig,
+    root: str | os.PathLike,
+    method_changes: dict[str, dict[str, Any]] | None = None,
+    methods: tuple[str, ...] = tuple(METHODS),
+    budget_minutes: float | None = None,
+    n_boot: int = 2000,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train and score what is missing of Table I in ``root``; write and return the table.
+
+    Args:
+        base: the shared protocol (:func:`table1_base`); its ``out_root`` is replaced by
+            ``root``.
+        root: the registry folder of this comparison (one run folder per method).
+        method_changes: method -> its departures from the protocol (see
+            :func:`method_config`).
+        methods: which methods to train where missing (the table shows all three).
+        budget_minutes: train a missing method only if its measured estimate fits in what
+            is left of this budget; otherwise record why it was not trained. None: train
+            everything.
+        n_boot: bootstrap resamples of the intervals.
+        progress: print what happens.
+
+    Returns:
+        The table (see :func:`table1_rows`), also written to ``root/table1.csv``.
+    """
+    from nucstudy.train import train_and_evaluate
+
+    root = Path(root)
+    base = base.replace(out_root=str(root))
+    method_changes = method_changes or {}
+    unknown = sorted(set(method_changes) - set(METHODS))
+    if unknown:
+        raise ValueError(
+            f"unknown Table I method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}"
+        )
+    skipped: dict[str, str] = {}
+    started = time.perf_counter()
+    for method in methods:
+        config = method_config(base, method, method_changes.get(method))
+        if reusable_run(config.run_dir, config) is not None:
+            if progress:
+                print(f"[table1] {method}: reusing {config.run_dir}", flush=True)
+            continue
+        if budget_minutes is not None:
+            left = budget_minutes - (time.perf_counter() - started) / 60
+            estimate = estimate_minutes(config)
+            if estimate > left:
+                skipped[method] = (
+                    f"not trained here: about {estimate:.0f} min measured on this machine, "
+                    f"more than the {max(left, 0):.0f} min left of the budget"
+                )
+                if progress:
+                    print(f"[table1] {method}: {skipped[method]}", flush=True)
+                continue
+        if progress:
+            print(f"[table1] {method}: training {config.run_dir}", flush=True)
+        train_and_evaluate(config, progress=progress)
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / SKIPPED_FILE, json.dumps(skipped, indent=2) + "\n")
+    table = table1_rows(root, n_boot=n_boot, seed=base.seed)
+    atomic_write_text(root / TABLE_FILE, table.to_csv(index=False))
+    return table
+
+
+def table1_rows(
+    root: str | os.PathLike,
+    n_boot: int = 2000,
+    bootstrap_by: str = "source",
+    route: str | None = None,
+    seed: int = 0,
+    runs: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """The Table I rows of one registry folder: one per method, finished or not.
+
+    Each row is :func:`nucstudy.evaluate.table1_row` of the method's run folder, plus
+    ``protocol``: how the run's protocol differs from the proposed model's ("as the
+    proposed model" where it does not), and for a method that was not trained there the
+    reason recorded by :func:`run_table1`.
+
+    Args:
+        root: the registry folder.
+        n_boot, bootstrap_by, route: as :func:`nucstudy.evaluate.table1_row`.
+        seed: the seed in the run folders' names.
+        runs: method -> run folder name, where not :func:`run_name`.
+    """
+    root = Path(root)
+    runs = {method: run_name(method, seed) for method in METHODS} | (runs or {})
+    skipped_path = root / SKIPPED_FILE
+    skipped = json.loads(skipped_path.read_text()) if skipped_path.is_file() else {}
+    reference_path = root / runs["proposed"] / CONFIG_FILE
+    reference = ExperimentConfig.load(reference_path) if reference_path.is_file() else None
+    rows = []
+    for method, spec in METHODS.items():
+        folder = root / runs[method]
+        row = table1_row(
+            folder, spec["label"], n_boot=n_boot, bootstrap_by=bootstrap_by, route=route
+        )
+        if row["status"] != "done":
+            row["status"] = skipped.get(method, row["status"])
+        elif method == "proposed" or reference is None:
+            row["protocol"] = "the proposed model's" if method == "proposed" else "unknown"
+        else:
+            config = ExperimentConfig.load(folder / CONFIG_FILE)
+            row["protocol"] = protocol_differences(config, reference) or "as the proposed model"
+        rows.append(row)
+    return pd.DataFrame(rows)

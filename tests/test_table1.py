@@ -1,0 +1,105 @@
+"""Table I: one protocol for three methods, departures named per row, the table command."""
+
+import json
+
+import pandas as pd
+import pytest
+
+import nucstudy.table1 as table1
+from nucstudy.cli import main
+from nucstudy.table1 import (
+    METHODS,
+    method_config,
+    protocol_differences,
+    run_table1,
+    table1_base,
+    table1_rows,
+)
+
+#: Mask R-CNN and HoVer-Net small enough for tests.
+SMALL = {
+    "maskrcnn": {"model_options": {"backbone": "resnet18", "upscale": 1.0}},
+    "hovernet": {"epochs": 1},
+}
+
+
+def test_each_method_changes_only_what_defines_it():
+    base = table1_base("consep:somewhere", "paper")
+    assert base.resample and base.epochs == 50 and base.batch_size == 32
+    configs = {method: method_config(base, method) for method in METHODS}
+    assert configs["proposed"].replace(name=base.name) == base
+    assert configs["hovernet"].model == "hovernet" and configs["hovernet"].loss == "hovernet"
+    assert configs["hovernet"].class_weights is None
+    assert configs["maskrcnn"].model_options == {"backbone": "resnet50", "upscale": 2.0}
+    assert [c.name for c in configs.values()] == ["hovernet-seed0", "maskrcnn-seed0", "full-seed0"]
+    for config in configs.values():
+        assert protocol_differences(config, configs["proposed"]) == ""
+
+
+def test_fewer_epochs_scale_the_schedule_and_are_named():
+    base = table1_base("synthetic", "paper")
+    config = method_config(base, "hovernet", {"epochs": 15})
+    assert config.lr_milestones == [8, 11]
+    text = protocol_differences(config, method_config(base, "proposed"))
+    assert "epochs 15 (others: 50)" in text and "lr_milestones [8, 11]" in text
+    options = method_config(base, "maskrcnn", {"model_options": {"backbone": "resnet18"}})
+    assert options.model_options == {"backbone": "resnet18", "upscale": 2.0}
+    with pytest.raises(ValueError, match="unknown Table I method"):
+        method_config(base, "unet")
+
+
+def test_run_table1_trains_the_three_scores_them_and_reuses_runs(tmp_path, monkeypatch):
+    base = table1_base("synthetic", "smoke", device="cpu")
+    table = run_table1(base, tmp_path, SMALL, n_boot=50, progress=False)
+    assert table["status"].tolist() == ["done"] * 3
+    assert set(table["method"]) == {m["label"] for m in METHODS.values()}
+    rows = table.set_index("method")
+    assert "epochs 1 (others: 2)" in rows.loc["HoVer-Net", "protocol"]
+    assert rows.loc["Mask R-CNN", "protocol"] == "as the proposed model"
+    assert rows.loc["Mask R-CNN", "post-processing"].startswith("masks pasted")
+    assert rows.loc["HoVer-Net", "post-processing"].startswith("HoVer-Net watershed")
+    assert (rows["train GMACs/patch"] > 0).all() and (rows["train minutes"] >= 0).all()
+    assert (
+        rows.loc["HoVer-Net", "train GMACs/patch"]
+        > rows.loc[METHODS["proposed"]["label"], "train GMACs/patch"]
+    )
+    assert any(column.startswith("PQ ") for column in table)
+    written = pd.read_csv(tmp_path / "table1.csv")
+    assert written["mPQ+"].tolist() == pytest.approx(table["mPQ+"].tolist())
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run of the same config was trained again")
+
+    monkeypatch.setattr("nucstudy.train.train_and_evaluate", no_training)
+    again = run_table1(base, tmp_path, SMALL, n_boot=50, progress=False)
+    assert again["mPQ+"].tolist() == pytest.approx(table["mPQ+"].tolist())
+
+
+def test_a_method_over_budget_is_not_trained_and_its_row_says_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(table1, "estimate_minutes", lambda config: 95.0)
+    base = table1_base("synthetic", "smoke", device="cpu")
+    table = run_table1(base, tmp_path, methods=("hovernet",), budget_minutes=5, progress=False)
+    status = table.set_index("method")["status"]
+    assert status["HoVer-Net"].startswith("not trained here: about 95 min measured")
+    assert status["Mask R-CNN"] == "pending: not trained yet"
+    assert not (tmp_path / "hovernet-seed0").exists()
+    assert json.loads((tmp_path / "table1_skipped.json").read_text())["hovernet"]
+
+
+def test_estimate_minutes_measures_real_steps():
+    config = table1_base("synthetic", "smoke", device="cpu", out_root="unused")
+    minutes = table1.estimate_minutes(config)
+    assert 0 < minutes < 5
+
+
+def test_table1_command_fills_the_table_from_runs(tmp_path, capsys):
+    out = tmp_path / "registry"
+    args = ["table1", "--data", "synthetic", "--preset", "smoke", "--out", str(out)]
+    args += ["--set", "device=cpu", "--methods", "proposed", "--n-boot", "20"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "done" in printed and "pending: not trained yet" in printed
+    rows = table1_rows(out, n_boot=20)
+    assert rows.set_index("method").loc[METHODS["proposed"]["label"], "status"] == "done"
+    assert main([*args[:-4], "--method-set", "unet:epochs=1"]) == 2
+    assert "METHOD:KEY=VALUE" in capsys.readouterr().err
