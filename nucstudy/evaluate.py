@@ -252,6 +252,7 @@ def table1_row(
         **{f"PQ {name}": values["pq"] for name, values in metrics["per_class"].items()},
         "test data": metrics["data"],
         "test patches": metrics["patches"],
+        "test mpp": metrics.get("mpp"),
         "post-processing": metrics.get("postprocessing", metrics.get("postprocess", "native")),
         "preset": config.preset,
         "model": f"{config.model} {config.model_options or ''}".strip(),

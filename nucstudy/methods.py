@@ -42,6 +42,15 @@ if TYPE_CHECKING:
 class Method(ABC):
     """The interface between one kind of network and the rest of the study."""
 
+    #: Whether a training step may leave some parameters without a gradient (DDP must then
+    #: look for them: a detector's mask head gets none from a batch without nuclei).
+    may_skip_parameters = False
+
+    @classmethod
+    def for_training(cls, config: ExperimentConfig, scheme: ClassScheme) -> Method:
+        """The method as ``config`` trains it on data of ``scheme`` (its loss built)."""
+        return cls()
+
     @abstractmethod
     def targets(self, label: np.ndarray) -> dict[str, Any]:
         """Training targets of one (augmented) patch, H x W x 2 int32 labels, as tensors."""
@@ -85,6 +94,12 @@ class DenseMethod(Method):
 
     def __init__(self, loss: nn.Module | None = None) -> None:
         self.loss = loss
+
+    @classmethod
+    def for_training(cls, config: ExperimentConfig, scheme: ClassScheme) -> DenseMethod:
+        """The paper's loss or HoVer-Net's (``config.loss``), with the config's class weights."""
+        weights = resolve_class_weights(config, scheme)
+        return cls(SegmentationLoss(weights) if config.loss == "paper" else HoVerNetLoss(weights))
 
     def to(self, device: torch.device) -> DenseMethod:
         if self.loss is not None:
@@ -130,6 +145,8 @@ class MaskRCNNMethod(Method):
         score_threshold: lowest detection score kept when pasting labels.
         mask_threshold: lowest mask probability of a nucleus pixel.
     """
+
+    may_skip_parameters = True
 
     def __init__(self, score_threshold: float = 0.5, mask_threshold: float = 0.5) -> None:
         self.score_threshold = score_threshold
@@ -248,11 +265,7 @@ def resolve_class_weights(
 
 def build_method(config: ExperimentConfig, scheme: ClassScheme) -> Method:
     """The method of ``config``, with its loss (and the config's class weights) for training."""
-    if METHOD_OF_MODEL[config.model] is MaskRCNNMethod:
-        return MaskRCNNMethod()
-    weights = resolve_class_weights(config, scheme)
-    loss = SegmentationLoss(weights) if config.loss == "paper" else HoVerNetLoss(weights)
-    return DenseMethod(loss)
+    return METHOD_OF_MODEL[config.model].for_training(config, scheme)
 
 
 def method_for(network: nn.Module) -> Method:

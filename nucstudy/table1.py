@@ -29,7 +29,7 @@ import pandas as pd
 from nucstudy.ablations import reusable_run
 from nucstudy.data import parse_source
 from nucstudy.evaluate import table1_row
-from nucstudy.experiment import CONFIG_FILE, ExperimentConfig, preset
+from nucstudy.experiment import CONFIG_FILE, ENV_FILE, METRICS_FILE, ExperimentConfig, preset
 from nucstudy.io import atomic_write_text
 from nucstudy.methods import OWN_TRAINING
 
@@ -133,12 +133,44 @@ def measure_step_seconds(trainer, steps: int = 2) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def estimate_minutes(config: ExperimentConfig, steps: int = 2) -> float:
+def estimate_minutes(config: ExperimentConfig, steps: int = 1) -> float:
     """Minutes ``config`` would train for on this machine (validation aside), measured."""
     from nucstudy.train import Trainer
 
     trainer = Trainer(config, progress=False)
     return measure_step_seconds(trainer, steps) * len(trainer.loader) * config.epochs / 60
+
+
+def count_training_multiply_adds(config: ExperimentConfig, side: int, scheme_name: str) -> float:
+    """Multiply-adds of forward and backward of one training patch of ``config``'s method,
+    counted on two synthetic patches of ``side`` px (for runs that predate the Trainer's own
+    count on its first step; a dense network's count does not depend on the content)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from nucstudy.classes import get_scheme
+    from nucstudy.data import synthetic_conic
+    from nucstudy.device import choose_fast_path
+    from nucstudy.methods import build_method
+    from nucstudy.models import build_model
+
+    scheme = get_scheme(scheme_name)
+    torch.manual_seed(config.seed)
+    network = build_model(config.model, n_types=scheme.n_classes, **config.model_options)
+    method = build_method(config, scheme)
+    data = synthetic_conic(2, size=side, seed=config.seed, scheme=scheme_name)
+    items = [
+        {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255.0}
+        | method.targets(label)
+        for image, label in zip(data.images, data.labels, strict=True)
+    ]
+    device = torch.device("cpu")
+    with FlopCounterMode(display=False) as counter:
+        terms = method.loss_terms(
+            network, method.collate(items), device, choose_fast_path(device, False)
+        )
+        terms["total"].backward()
+    return counter.get_total_flops() / 2 / len(items)
 
 
 def run_table1(
@@ -219,8 +251,10 @@ def table1_rows(
 
     Each row is :func:`nucstudy.evaluate.table1_row` of the method's run folder, plus
     ``protocol``: how the run's protocol differs from the proposed model's ("as the
-    proposed model" where it does not), and for a method that was not trained there the
-    reason recorded by :func:`run_table1`.
+    proposed model" where it does not), ``GMACs counted``: where the training
+    multiply-adds come from (a run older than the Trainer's count gets them counted
+    afterwards by :func:`count_training_multiply_adds`, at its recorded crop), and for a
+    method that was not trained there the reason recorded by :func:`run_table1`.
 
     Args:
         root: the registry folder.
@@ -242,10 +276,21 @@ def table1_rows(
         )
         if row["status"] != "done":
             row["status"] = skipped.get(method, row["status"])
-        elif method == "proposed" or reference is None:
+            rows.append(row)
+            continue
+        config = ExperimentConfig.load(folder / CONFIG_FILE)
+        if method == "proposed" or reference is None:
             row["protocol"] = "the proposed model's" if method == "proposed" else "unknown"
         else:
-            config = ExperimentConfig.load(folder / CONFIG_FILE)
             row["protocol"] = protocol_differences(config, reference) or "as the proposed model"
+        row["GMACs counted"] = "on its first training step"
+        if math.isnan(row["train GMACs/patch"]):
+            env = json.loads((folder / ENV_FILE).read_text())
+            side = env.get("crop_px")
+            row["GMACs counted"] = "not recorded"
+            if side:
+                scheme = json.loads((folder / METRICS_FILE).read_text())["scheme"]
+                row["train GMACs/patch"] = count_training_multiply_adds(config, side, scheme) / 1e9
+                row["GMACs counted"] = f"afterwards, on {side} px synthetic patches"
         rows.append(row)
     return pd.DataFrame(rows)

@@ -133,7 +133,11 @@ class Trainer:
         self.network: nn.Module = self.model
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.network = DistributedDataParallel(self.model, device_ids=ids)
+            self.network = DistributedDataParallel(
+                self.model,
+                device_ids=ids,
+                find_unused_parameters=self.method.may_skip_parameters,
+            )
         if config.compile:
             self.network = torch.compile(self.network)
         self.sampler = (

@@ -144,14 +144,16 @@ def test_table1_rows_for_finished_and_pending_runs(smoke_run):
     assert set(pending) == {"data set", "method", "run", "status"}
     metrics = evaluate(smoke_run.run_dir, synthetic_conic(4, size=64, seed=21), device="cpu")
     row = table1_row(smoke_run.run_dir, "proposed", n_boot=50)
-    assert row["status"] == "done" and row["post-processing"] == "resample"
+    assert row["status"] == "done" and row["post-processing"] == "HoVer-Net watershed (resample)"
     assert row["mPQ+"] == metrics["overall"]["mpq+"]
     assert row["mPQ+ 95% CI"].startswith("[") and row["bf16"] in (True, False)
     unscored = table1_row(smoke_run.run_dir, "proposed", route="native")
     assert unscored["status"].startswith("pending: not scored yet")
     evaluate(smoke_run.run_dir, synthetic_conic(4, size=64, seed=21), route="native")
     native = table1_row(smoke_run.run_dir, "proposed", n_boot=50, route="native")
-    assert native["post-processing"] == "native" and native["status"] == "done"
+    assert (
+        native["post-processing"] == "HoVer-Net watershed (native)" and native["status"] == "done"
+    )
     assert native["CI over"] == "sources"
     per_image = smoke_run.run_dir / "per_image-native.csv"
     pd.read_csv(per_image).drop(columns="source").to_csv(per_image, index=False)

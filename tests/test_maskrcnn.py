@@ -12,7 +12,7 @@ from nucstudy.device import choose_fast_path
 from nucstudy.experiment import preset
 from nucstudy.inference import load_model, predict_labels
 from nucstudy.instances import detections_to_labels, min_area_at
-from nucstudy.methods import MaskRCNNMethod, method_for
+from nucstudy.methods import OWN_TRAINING, MaskRCNNMethod, method_for
 from nucstudy.models import build_model
 from nucstudy.train import Trainer
 
@@ -189,5 +189,6 @@ def test_each_method_trains_and_evaluates_through_the_cli(tmp_path, capsys, mode
     assert main([*args, "--epochs", "1", "--device", "cpu", "--quiet"]) == 0
     config = pd.read_json(run / "config.json", typ="series")
     assert config["model"] == model
+    assert config["loss"] == OWN_TRAINING[model]["loss"]  # each model trains with its own loss
     assert main(["evaluate", str(run), "--device", "cpu", "--batch-size", "4"]) == 0
     assert "mPQ+" in capsys.readouterr().out

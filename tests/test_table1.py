@@ -103,3 +103,29 @@ def test_table1_command_fills_the_table_from_runs(tmp_path, capsys):
     assert rows.set_index("method").loc[METHODS["proposed"]["label"], "status"] == "done"
     assert main([*args[:-4], "--method-set", "unet:epochs=1"]) == 2
     assert "METHOD:KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_run_older_than_the_count_gets_its_multiply_adds_counted_afterwards(
+    train_smoke, tmp_path
+):
+    config = train_smoke()
+    folder = config.run_dir
+    from nucstudy.evaluate import evaluate
+
+    evaluate(folder, config.open_data("test"), device="cpu")
+    root = tmp_path / "registry"
+    root.mkdir()
+    (root / "full-seed0").symlink_to(folder.resolve(), target_is_directory=True)
+    env_path = folder / "env.json"
+    env = json.loads(env_path.read_text())
+    counted = env.pop("train_multiply_adds_per_patch")
+    assert counted > 0
+    env["crop_px"] = 64  # the smoke patches' side
+    env_path.write_text(json.dumps(env))
+    row = table1_rows(root, n_boot=20).set_index("run").loc["full-seed0"]
+    assert row["GMACs counted"] == "afterwards, on 64 px synthetic patches"
+    assert row["train GMACs/patch"] * 1e9 == pytest.approx(counted, rel=1e-6)
+    env.pop("crop_px")
+    env_path.write_text(json.dumps(env))
+    row = table1_rows(root, n_boot=20).set_index("run").loc["full-seed0"]
+    assert row["GMACs counted"] == "not recorded"
