@@ -260,6 +260,7 @@ def table1_row(
         "best epoch": metrics["epoch"],
         "seed": config.seed,
         "device": env.get("device_name"),
+        "threads": env.get("threads"),
         "bf16": fast_path.get("bf16"),
         "train minutes": _minutes_between(env.get("started"), env.get("finished")),
         "train GMACs/patch": (env.get("train_multiply_adds_per_patch") or math.nan) / 1e9,

@@ -124,8 +124,10 @@ def protocol_differences(config: ExperimentConfig, reference: ExperimentConfig) 
 def measure_step_seconds(trainer, steps: int = 2) -> float:
     """Mean seconds of ``steps`` training steps of a :class:`~nucstudy.train.Trainer`
     (loading the batch included), after one warm-up step. The trainer's weights move."""
+    if len(trainer.loader) == 0:
+        raise ValueError("no training batch to time: the training split is empty")
     trainer.network.train()
-    batches = iter(trainer.loader)
+    batches = (batch for _ in range(steps + 1) for batch in trainer.loader)  # loops if short
     trainer._step(next(batches), 0)
     start = time.perf_counter()
     for _ in range(steps):
