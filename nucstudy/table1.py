@@ -121,6 +121,23 @@ def protocol_differences(config: ExperimentConfig, reference: ExperimentConfig) 
     return "; ".join(differences)
 
 
+def option_departures(config: ExperimentConfig, method: str) -> str:
+    """Where ``config``'s model options differ from the method's own (its Table I options,
+    else the model's constructor defaults), in words ("" if nowhere)."""
+    import inspect
+
+    from nucstudy.models import MODELS
+
+    parameters = inspect.signature(MODELS[config.model]).parameters
+    own = {name: p.default for name, p in parameters.items() if p.default is not p.empty}
+    own.update(METHODS[method]["changes"].get("model_options", {}))
+    return "; ".join(
+        f"{key} {value} (the method's: {own.get(key)})"
+        for key, value in config.model_options.items()
+        if own.get(key) != value
+    )
+
+
 def measure_step_seconds(trainer, steps: int = 2) -> float:
     """Mean seconds of ``steps`` training steps of a :class:`~nucstudy.train.Trainer`
     (loading the batch included), after one warm-up step. The trainer's weights move."""
@@ -252,8 +269,9 @@ def table1_rows(
     """The Table I rows of one registry folder: one per method, finished or not.
 
     Each row is :func:`nucstudy.evaluate.table1_row` of the method's run folder, plus
-    ``protocol``: how the run's protocol differs from the proposed model's ("as the
-    proposed model" where it does not), ``GMACs counted``: where the training
+    ``protocol``: how the run's protocol differs from the proposed model's, and its model
+    options from the method's own (:func:`option_departures`; "as the proposed model"
+    where nothing differs), ``GMACs counted``: where the training
     multiply-adds come from (a run older than the Trainer's count gets them counted
     afterwards by :func:`count_training_multiply_adds`, at its recorded crop), and for a
     method that was not trained there the reason recorded by :func:`run_table1`.
@@ -284,7 +302,11 @@ def table1_rows(
         if method == "proposed" or reference is None:
             row["protocol"] = "the proposed model's" if method == "proposed" else "unknown"
         else:
-            row["protocol"] = protocol_differences(config, reference) or "as the proposed model"
+            departures = [
+                protocol_differences(config, reference),
+                option_departures(config, method),
+            ]
+            row["protocol"] = "; ".join(d for d in departures if d) or "as the proposed model"
         row["GMACs counted"] = "on its first training step"
         if math.isnan(row["train GMACs/patch"]):
             env = json.loads((folder / ENV_FILE).read_text())
