@@ -71,7 +71,7 @@ def real_batch(method, batch: int, size: int) -> dict:
 
 def time_training_steps(model, method, batch: dict, steps: int, fast: FastPath) -> float:
     """Seconds of the fastest of ``steps`` forward + loss + backward steps, after warm-up."""
-    device = fast.device
+    device = torch.device(fast.device)
     model.to(memory_format=fast.memory_format)
 
     def step() -> None:
@@ -98,7 +98,7 @@ def train_multiply_adds(model, method, batch: dict, fast: FastPath) -> float:
     """Multiply-adds of forward + backward of one training step, per patch."""
     model.zero_grad(set_to_none=True)
     with FlopCounterMode(display=False) as counter:
-        method.loss_terms(model, batch, fast.device, fast)["total"].backward()
+        method.loss_terms(model, batch, torch.device(fast.device), fast)["total"].backward()
     return counter.get_total_flops() / 2 / len(batch["image"])
 
 
