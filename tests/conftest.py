@@ -39,3 +39,31 @@ def train_smoke(tmp_path_factory):
         return config
 
     return train
+
+
+@pytest.fixture
+def straight_and_resumed(tmp_path, monkeypatch):
+    """A function that trains ``config`` twice on the CPU: straight through, and stopped
+    after its first epoch then resumed from ``last.pt``; returns the two trainers."""
+    from nucstudy.train import Trainer
+
+    def train(config):
+        straight = Trainer(config, run_dir=tmp_path / "straight", progress=False)
+        straight.fit()
+        end_epoch = Trainer._end_epoch
+
+        def stop_after_first(self, row):
+            end_epoch(self, row)
+            if self.epoch == 1:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(Trainer, "_end_epoch", stop_after_first)
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(config, run_dir=tmp_path / "resumed", progress=False).fit()
+        monkeypatch.setattr(Trainer, "_end_epoch", end_epoch)
+        resumed = Trainer(config, run_dir=tmp_path / "resumed", resume=True, progress=False)
+        assert resumed.epoch == 1
+        resumed.fit()
+        return straight, resumed
+
+    return train

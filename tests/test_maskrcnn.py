@@ -14,7 +14,6 @@ from nucstudy.inference import load_model, predict_labels
 from nucstudy.instances import detections_to_labels, min_area_at
 from nucstudy.methods import OWN_TRAINING, MaskRCNNMethod, method_for
 from nucstudy.models import build_model
-from nucstudy.train import Trainer
 
 #: A Mask R-CNN small enough to train in seconds (tests only).
 SMALL = {"backbone": "resnet18", "box_batch_size_per_image": 32, "detections_per_image": 50}
@@ -150,23 +149,9 @@ def _same_weights(a, b):
     return all(torch.equal(a[key], b[key]) for key in a)
 
 
-def test_resume_reaches_the_same_weights_for_mask_rcnn(tmp_path, monkeypatch):
+def test_resume_reaches_the_same_weights_for_mask_rcnn(tmp_path, straight_and_resumed):
     config = preset("smoke", epochs=2, device="cpu", lr_milestones=[1], **MASKRCNN)
-    straight = Trainer(config, run_dir=tmp_path / "straight", progress=False)
-    straight.fit()
-    end_epoch = Trainer._end_epoch
-
-    def stop_after_first(self, row):
-        end_epoch(self, row)
-        if self.epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_end_epoch", stop_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(config, run_dir=tmp_path / "resumed", progress=False).fit()
-    monkeypatch.setattr(Trainer, "_end_epoch", end_epoch)
-    resumed = Trainer(config, run_dir=tmp_path / "resumed", resume=True, progress=False)
-    resumed.fit()
+    straight, resumed = straight_and_resumed(config)
     assert _same_weights(straight.model.state_dict(), resumed.model.state_dict())
     history = pd.read_csv(tmp_path / "resumed" / "history.csv")
     assert {"train_mask", "train_classifier", "train_total"} <= set(history.columns)

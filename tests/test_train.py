@@ -93,25 +93,9 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
     assert len(err.splitlines()) == 1 and message in err and err.startswith("nucstudy: error")
 
 
-def test_resume_reaches_the_same_weights(tmp_path, monkeypatch):
+def test_resume_reaches_the_same_weights(tmp_path, straight_and_resumed):
     config = preset("smoke", epochs=3, device="cpu", lr_milestones=[2])
-    straight = Trainer(config, run_dir=tmp_path / "straight", progress=False)
-    straight.fit()
-
-    end_epoch = Trainer._end_epoch
-
-    def stop_after_first(self, row):
-        end_epoch(self, row)
-        if self.epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_end_epoch", stop_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(config, run_dir=tmp_path / "resumed", progress=False).fit()
-    monkeypatch.setattr(Trainer, "_end_epoch", end_epoch)
-    resumed = Trainer(config, run_dir=tmp_path / "resumed", resume=True, progress=False)
-    assert resumed.epoch == 1
-    resumed.fit()
+    straight, resumed = straight_and_resumed(config)
     assert _same_weights(straight.model.state_dict(), resumed.model.state_dict())
     a = pd.read_csv(tmp_path / "straight" / "history.csv")
     b = pd.read_csv(tmp_path / "resumed" / "history.csv")
