@@ -6,6 +6,7 @@ Examples::
     nucstudy evaluate runs/x --data consep:../shared/data/consep256
     nucstudy predict runs/x --data synthetic --out runs/x/predictions
     nucstudy table1 --data consep:../shared/data/consep256 --preset paper --out runs/t1
+    nucstudy ood results/runs/consep/full-seed0 --tiles ../shared/data/cpm15 --out ood.csv
     nucstudy data synthetic --n 64 --out data/synthetic
     nucstudy data import-consep ../shared/data/consep256 --split test --out data/consep-test
     nucstudy data summary consep:../shared/data/consep256
@@ -169,6 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a missing method only if its measured cost fits in what is left",
     )
     table1.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
+
+    ood = commands.add_parser(
+        "ood", help="score runs and the classical floor on out-of-domain labelled tiles"
+    )
+    ood.add_argument("run_dirs", type=Path, nargs="*", help="run folders (checkpoints/best.pt)")
+    ood.add_argument("--tiles", type=Path, required=True, help="a labelled-tiles folder (CPM-15)")
+    ood.add_argument("--out", type=Path, required=True, help="summary CSV (per tile beside it)")
+    ood.add_argument("--no-classical", action="store_true", help="leave out the classical row")
+    ood.add_argument(
+        "--stain-normalise",
+        choices=["both", "no", "yes"],
+        default="both",
+        help="Reinhard-normalise the tiles to each run's training images (default: both rows)",
+    )
+    ood.add_argument("--device", default="auto")
 
     data = commands.add_parser("data", help="generate, import and summarise data sets")
     tools = data.add_subparsers(dest="tool", required=True, parser_class=_Parser)
@@ -334,6 +350,30 @@ def _table1(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ood(args: argparse.Namespace) -> int:
+    from nucstudy.data.tiles import load_tiles
+    from nucstudy.io import atomic_write_text
+    from nucstudy.ood import ood_table
+
+    for run_dir in args.run_dirs:
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise UsageError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    if not args.run_dirs and args.no_classical:
+        raise UsageError("nothing to score: give run folders or keep the classical row")
+    normalise = {"both": (False, True), "no": (False,), "yes": (True,)}[args.stain_normalise]
+    tiles = load_tiles(args.tiles)
+    summary, per_tile = ood_table(
+        args.run_dirs, tiles, normalise, not args.no_classical, device=args.device, progress=True
+    )
+    per_tile_path = args.out.with_name(f"{args.out.stem}_per_tile{args.out.suffix}")
+    atomic_write_text(args.out, summary.to_csv(index=False))
+    atomic_write_text(per_tile_path, per_tile.to_csv(index=False))
+    shown = summary[["method", "run", "stain normalisation", "pq", "aji", "dice"]]
+    print(shown.to_string(float_format="{:.4f}".format))
+    print(f"wrote {args.out} and {per_tile_path}")
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     if args.tool == "synthetic":
         if args.n < 1:
@@ -371,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             "evaluate": _evaluate,
             "predict": _predict,
             "table1": _table1,
+            "ood": _ood,
             "data": _data,
         }
         return handler[args.command](args)

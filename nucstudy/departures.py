@@ -221,6 +221,18 @@ ASPECTS: tuple[Aspect, ...] = (
         "on whole (already small) patches",
     ),
     Aspect(
+        "stain augmentation",
+        "none (random HSV only)",
+        ("stain_augment",),
+        lambda run: (
+            "HEStain (random preset stain matrices, p 0.5)"
+            if run.config.augment and run.config.stain_augment
+            else "none"
+        ),
+        lambda run: not (run.config.augment and run.config.stain_augment),
+        "added for tissue stained unlike the training set (the out-of-domain page)",
+    ),
+    Aspect(
         "TP class weights",
         "epithelial 2, lymphocyte 2, plasma 3, eosinophil 4, neutrophil 4, connective 2, "
         "background 1",

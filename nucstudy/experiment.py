@@ -86,6 +86,8 @@ class ExperimentConfig:
             crops 0.75 of the side: 192 of CoNIC's 256 px, 96 of CoNSeP's 128 px at 20x,
             so that every step sees a new window of each patch while keeping most of its
             context. See :func:`crop_side`.
+        stain_augment: add stain augmentation (albumentations' ``HEStain``) to the paper's
+            list, for tissue stained unlike the training set (not in the paper).
         epochs, batch_size, lr, weight_decay: optimisation (Adam).
         lr_milestones, lr_gamma: the learning rate is multiplied by ``lr_gamma`` at each
             milestone epoch.
@@ -122,6 +124,7 @@ class ExperimentConfig:
     augment: bool = True
     crop_size: int | None = None
     crop_fraction: float | None = None
+    stain_augment: bool = False
     epochs: int = 50
     batch_size: int = 32
     lr: float = 3e-4

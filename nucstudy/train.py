@@ -113,7 +113,9 @@ class Trainer:
         self.scheme = self.data.scheme
         self.train_idx, self.val_idx = split_by_source(self.data, config.val_fraction, config.seed)
         self.crop = crop_side(config, min(self.data.images.shape[1:3]))
-        augment = build_augmentation(self.crop) if config.augment else None
+        augment = (
+            build_augmentation(self.crop, stain=config.stain_augment) if config.augment else None
+        )
         self.method = build_method(config, self.scheme)
         self.train_set = NucleiDataset(
             self.data, self.train_idx, augment, seed=config.seed, targets=self.method.targets

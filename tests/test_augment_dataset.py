@@ -32,6 +32,24 @@ def test_augmentation_keeps_ids_and_classes(synthetic_small):
     assert changed >= 5
 
 
+def test_stain_augmentation_changes_colours_only_and_reproducibly(synthetic_small):
+    import albumentations as A
+
+    plain, stained = build_augmentation(), build_augmentation(stain=True)
+    assert any(isinstance(step, A.HEStain) for step in stained.transforms)
+    assert not any(isinstance(step, A.HEStain) for step in plain.transforms)
+    image, label = synthetic_small.images[0], synthetic_small.labels[0]
+    differs = 0
+    for seed in range(4):
+        a_image, a_label = augment_pair(plain, image, label, seed)
+        b_image, b_label = augment_pair(stained, image, label, seed)
+        again = augment_pair(stained, image, label, seed)
+        assert np.array_equal(again[0], b_image)
+        assert np.array_equal(b_label, a_label)  # geometry untouched by the stain step
+        differs += not np.array_equal(a_image, b_image)
+    assert differs >= 1
+
+
 def test_augmentation_is_reproducible_per_seed(synthetic_small):
     transform = build_augmentation()
     a = augment_pair(transform, synthetic_small.images[1], synthetic_small.labels[1], 7)

@@ -3,7 +3,10 @@
 Horizontal and vertical flips, random rescale and rotation (one affine warp), a random crop
 and random HSV jitter. The label map (instance and class channels) is warped with nearest
 interpolation, so instance ids and class ids survive unchanged; areas brought in from outside
-the patch are filled with white glass in the image and background in the labels.
+the patch are filled with white glass in the image and background in the labels. Stain
+augmentation (albumentations' ``HEStain``: the image's haematoxylin and eosin re-mixed with
+another stain matrix and intensity) is an option beyond the paper's list, for tissue and
+stains the training set does not cover.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ def build_augmentation(
     scale: tuple[float, float] = (0.8, 1.25),
     rotate: tuple[float, float] = (-180.0, 180.0),
     hsv: tuple[int, int, int] = (8, 20, 12),
+    stain: bool = False,
 ) -> A.Compose:
     """The training augmentation pipeline.
 
@@ -28,6 +32,9 @@ def build_augmentation(
         scale: range of the random rescale factor.
         rotate: range of the random rotation in degrees.
         hsv: maximum shifts of hue, saturation and value (OpenCV 8-bit HSV units).
+        stain: add ``HEStain`` before the HSV jitter: one of its preset stain matrices at
+            random, stain intensities scaled by 0.7 to 1.3 and shifted by -0.2 to 0.2, with
+            probability 0.5 (albumentations' defaults).
 
     Returns:
         An albumentations Compose taking ``image`` (H x W x 3 uint8) and ``mask``
@@ -49,6 +56,8 @@ def build_augmentation(
     ]
     if crop_size is not None:
         steps.append(A.RandomCrop(height=crop_size, width=crop_size))
+    if stain:
+        steps.append(A.HEStain(method="random_preset", p=0.5))
     steps.append(
         A.HueSaturationValue(
             hue_shift_limit=hsv[0], sat_shift_limit=hsv[1], val_shift_limit=hsv[2], p=0.8

@@ -1,0 +1,210 @@
+"""Out-of-domain evaluation: how a segmenter does on tissue it has never seen.
+
+A *segmenter* is any function ``(image H x W x 3 uint8, mpp) -> H x W int32 instance map``:
+a trained model of the study (:func:`model_segmenter`, optionally with stain normalisation
+to its training images), or the classical floor (:func:`nucstudy.classical.classical_segment`).
+:func:`evaluate_tiles` runs one on labelled tiles of any size (:mod:`nucstudy.data.tiles`),
+each brought to the resolution the segmenter works at, and scores it class-agnostically:
+the test tiles (CPM-15) have instance labels only. Nothing here trains or tunes: the tiles
+are a test set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from nucstudy.classical import classical_segment
+from nucstudy.data.tiles import LabelledTile, resample_tile
+from nucstudy.inference import TrainedModel, predict_labels
+from nucstudy.metrics import conic_metrics
+from nucstudy.stain import StainReference, reinhard_normalise, stain_reference
+
+__all__ = [
+    "Segmenter",
+    "agnostic_scores",
+    "evaluate_tiles",
+    "model_segmenter",
+    "ood_table",
+    "run_stain_reference",
+    "summarise_tiles",
+]
+
+#: (H x W x 3 uint8 RGB image, its mpp in um/px) -> H x W int32 instance map.
+Segmenter = Callable[[np.ndarray, float], np.ndarray]
+
+#: The one foreground class both maps get for class-agnostic scoring (CoNSeP's "other").
+_ONE_CLASS = 1
+
+
+def agnostic_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Class-agnostic PQ, AJI and Dice of one H x W instance map against the truth.
+
+    Both maps are integer H x W, 0 background; their classes are ignored. Returns ``pq``,
+    ``aji``, ``dice`` (NaN where undefined, e.g. no nucleus on either side), and the numbers
+    of nuclei ``predicted`` and ``true``.
+    """
+    if pred.shape != true.shape or pred.ndim != 2:
+        raise ValueError(
+            f"pred and true must be H x W maps of one shape, got {pred.shape}, {true.shape}"
+        )
+    maps = [
+        np.stack([m, (m > 0) * _ONE_CLASS], axis=-1)[None].astype(np.int32) for m in (pred, true)
+    ]
+    scores = conic_metrics(maps[0], maps[1], "consep")
+    row = scores["per_image"].iloc[0]
+    return {
+        "pq": float(row["pq"]),
+        "aji": float(row["aji"]),
+        "dice": float(row["dice"]),
+        "predicted": int(np.unique(pred[pred > 0]).size),
+        "true": int(np.unique(true[true > 0]).size),
+    }
+
+
+def model_segmenter(
+    model: TrainedModel,
+    stain: StainReference | None = None,
+    device: str = "auto",
+    tta: bool = False,
+) -> Segmenter:
+    """A trained model as a segmenter of whole images at its own resolution.
+
+    Args:
+        model: from :func:`nucstudy.inference.load_model`.
+        stain: normalise each image to these colour statistics first (Reinhard), or None.
+        device: where the network runs.
+        tta: flip test-time augmentation.
+
+    The image is run whole (padded to the network's size multiple) and post-processed with
+    the model's own route; the instance channel is returned.
+    """
+
+    def segment(image: np.ndarray, mpp: float) -> np.ndarray:
+        if stain is not None:
+            image = reinhard_normalise(image, stain)
+        labels = predict_labels(
+            model.network,
+            image[None],
+            mpp,
+            batch_size=1,
+            device=device,
+            tta=tta,
+            route=model.postprocess,
+        )
+        return labels[0, ..., 0]
+
+    return segment
+
+
+def evaluate_tiles(
+    segment: Segmenter, tiles: Sequence[LabelledTile], mpp: float, progress: bool = False
+) -> pd.DataFrame:
+    """Score ``segment`` on every tile, each resampled to ``mpp`` um/px first.
+
+    Returns:
+        One row per tile: ``tile``, ``tile mpp`` (its own resolution), ``pq``, ``aji``,
+        ``dice``, ``predicted`` and ``true`` (numbers of nuclei, at ``mpp``).
+    """
+    rows = []
+    for tile in tqdm(tiles, desc="tiles", disable=not progress or None, leave=False):
+        at = resample_tile(tile, mpp)
+        pred = np.asarray(segment(at.image, mpp), dtype=np.int32)
+        if pred.shape != at.labels.shape:
+            raise ValueError(
+                f"{tile.name}: the segmenter returned {pred.shape}, not {at.labels.shape}"
+            )
+        rows.append({"tile": tile.name, "tile mpp": tile.mpp, **agnostic_scores(pred, at.labels)})
+    return pd.DataFrame(rows)
+
+
+def summarise_tiles(per_tile: pd.DataFrame) -> dict[str, float]:
+    """Mean PQ, AJI and Dice over tiles (NaN ignored) and the nuclei predicted and true."""
+    return {
+        "pq": float(per_tile["pq"].mean()),
+        "aji": float(per_tile["aji"].mean()),
+        "dice": float(per_tile["dice"].mean()),
+        "nuclei predicted": int(per_tile["predicted"].sum()),
+        "nuclei true": int(per_tile["true"].sum()),
+        "tiles": len(per_tile),
+    }
+
+
+#: The method name of the classical floor's row.
+CLASSICAL_ROW = "classical (colour deconvolution, Otsu, watershed)"
+#: The method name of a trained model's row, by its config's ``model``.
+MODEL_LABELS = {"seresunet": "SE-Res U-Net", "hovernet": "HoVer-Net", "maskrcnn": "Mask R-CNN"}
+
+
+def run_stain_reference(model: TrainedModel) -> StainReference:
+    """The colour statistics of the training split a model was trained on (its config's
+    source, at its training resolution): the target of its stain normalisation."""
+    return stain_reference(model.config.open_data("train").images)
+
+
+def ood_table(
+    run_dirs: Sequence[str | os.PathLike],
+    tiles: Sequence[LabelledTile],
+    stain_normalise: Sequence[bool] = (False, True),
+    classical: bool = True,
+    mpp: float = 0.5,
+    device: str = "auto",
+    progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score trained runs (and the classical floor) on out-of-domain tiles.
+
+    Args:
+        run_dirs: run folders with a ``checkpoints/best.pt``; each is scored at its own
+            training resolution, once per value of ``stain_normalise``.
+        tiles: the test tiles (:func:`nucstudy.data.tiles.load_tiles`).
+        stain_normalise: whether to Reinhard-normalise the tiles to each run's training
+            images, one row per value.
+        classical: add the row of :func:`nucstudy.classical.classical_segment` at ``mpp``.
+        mpp: the resolution of the classical row, in um/px.
+        device: where the networks run.
+        progress: tqdm bars.
+
+    Returns:
+        (summary, per_tile): one row per segmenter with ``method``, ``run``, ``preset``,
+        ``trained on``, ``stain augmentation``, ``stain normalisation``, ``mpp`` and the
+        :func:`summarise_tiles` scores; and the per-tile rows behind them, keyed the same.
+    """
+    from nucstudy.evaluate import load_run_model
+
+    summary, per_tile = [], []
+
+    def add(key: dict, frame: pd.DataFrame) -> None:
+        summary.append({**key, **summarise_tiles(frame)})
+        per_tile.append(frame.assign(**{k: v for k, v in key.items()}))
+
+    if classical:
+        key = {
+            "method": CLASSICAL_ROW,
+            "run": "",
+            "preset": "",
+            "trained on": "nothing",
+            "stain augmentation": False,
+            "stain normalisation": False,
+            "mpp": mpp,
+        }
+        add(key, evaluate_tiles(classical_segment, tiles, mpp, progress))
+    for run_dir in run_dirs:
+        model = load_run_model(run_dir)
+        reference = run_stain_reference(model) if any(stain_normalise) else None
+        for normalise in stain_normalise:
+            key = {
+                "method": MODEL_LABELS.get(model.config.model, model.config.model),
+                "run": str(run_dir),
+                "preset": model.config.preset,
+                "trained on": model.config.data,
+                "stain augmentation": bool(model.config.stain_augment),
+                "stain normalisation": bool(normalise),
+                "mpp": model.mpp,
+            }
+            segment = model_segmenter(model, reference if normalise else None, device)
+            add(key, evaluate_tiles(segment, tiles, model.mpp, progress))
+    return pd.DataFrame(summary), pd.concat(per_tile, ignore_index=True)

@@ -1,0 +1,166 @@
+"""Out-of-domain evaluation: labelled tiles, the classical floor, stain normalisation, scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage.io import imsave
+
+from nucstudy.classical import ClassicalParams, classical_segment, split_touching
+from nucstudy.cli import main
+from nucstudy.data.tiles import LabelledTile, load_tiles, resample_tile
+from nucstudy.ood import CLASSICAL_ROW, agnostic_scores, evaluate_tiles, summarise_tiles
+from nucstudy.stain import reinhard_normalise, stain_reference
+
+PINK = (232, 182, 214)  # eosin-stained background
+PURPLE = (70, 40, 140)  # haematoxylin-stained nucleus
+
+
+def _disks(shape, centres, radius):
+    """An H&E-like image with purple disks on pink and their instance map."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    image = np.empty((*shape, 3), dtype=np.uint8)
+    image[:] = PINK
+    labels = np.zeros(shape, dtype=np.int32)
+    for k, (y, x) in enumerate(centres, start=1):
+        inside = (yy - y) ** 2 + (xx - x) ** 2 <= radius**2
+        image[inside] = PURPLE
+        labels[inside] = k
+    return image, labels
+
+
+def _tiles_folder(root, tiles):
+    (root / "images").mkdir(parents=True)
+    arrays = {"names": np.array([t.name for t in tiles]), "mpp": np.array([t.mpp for t in tiles])}
+    for tile in tiles:
+        imsave(root / "images" / f"{tile.name}.png", tile.image, check_contrast=False)
+        arrays[tile.name] = tile.labels
+    np.savez(root / "labels.npz", **arrays)
+    return root
+
+
+def test_classical_finds_separate_nuclei_at_either_resolution():
+    image, labels = _disks((96, 128), [(20, 20), (20, 90), (70, 50)], radius=8)
+    for mpp in (0.5, 0.25):
+        found = classical_segment(image, mpp)
+        assert found.dtype == np.int32 and found.shape == labels.shape
+        assert agnostic_scores(found, labels)["pq"] > 0.8
+        assert agnostic_scores(found, labels)["predicted"] == 3
+
+
+def test_classical_splits_touching_nuclei_and_ignores_blank_images():
+    image, _ = _disks((64, 96), [(32, 30), (32, 54)], radius=12)  # overlapping disks
+    mask = (image == PURPLE).all(axis=-1)
+    assert len(np.unique(split_touching(mask, seed_distance_px=6))) - 1 == 2
+    assert len(np.unique(classical_segment(image, 0.5))) - 1 == 2
+    blank = np.full((32, 32, 3), 240, dtype=np.uint8)
+    assert not classical_segment(blank, 0.5).any()
+    small = classical_segment(image, 0.5, ClassicalParams(min_area_um2=1e4))
+    assert not small.any()  # everything below the minimum area is removed
+    with pytest.raises(ValueError, match="uint8"):
+        classical_segment(image.astype(np.float32), 0.5)
+
+
+def test_tiles_load_with_their_resolution_and_resample(tmp_path):
+    a = LabelledTile("image01", *_disks((60, 80), [(30, 30)], 10), mpp=0.5)
+    b = LabelledTile("image02", *_disks((100, 120), [(40, 40), (60, 90)], 16), mpp=0.25)
+    tiles = load_tiles(_tiles_folder(tmp_path / "tiles", [a, b]))
+    assert [t.name for t in tiles] == ["image01", "image02"]
+    assert [t.mpp for t in tiles] == [0.5, 0.25]
+    np.testing.assert_array_equal(tiles[1].labels, b.labels)
+    np.testing.assert_array_equal(tiles[0].image, a.image)
+    half = resample_tile(tiles[1], 0.5)
+    assert half.image.shape == (50, 60, 3) and half.labels.shape == (50, 60)
+    assert half.n_nuclei == 2 and half.mpp == 0.5
+    assert resample_tile(tiles[0], 0.5) is tiles[0]
+
+
+def test_bad_tiles_folders_get_one_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no labels.npz"):
+        load_tiles(tmp_path)
+    tile = LabelledTile("image01", *_disks((40, 40), [(20, 20)], 8), mpp=0.5)
+    folder = _tiles_folder(tmp_path / "wrong", [tile])
+    np.savez(
+        folder / "labels.npz",
+        names=np.array(["image01"]),
+        mpp=np.array([0.5]),
+        image01=np.zeros((10, 10), np.int32),
+    )
+    with pytest.raises(ValueError, match="image's size"):
+        load_tiles(folder)
+    np.savez(
+        folder / "labels.npz",
+        names=np.array(["image01"]),
+        mpp=np.array([0.5]),
+        image01=np.array([{"a": 1}], dtype=object),
+    )
+    with pytest.raises(ValueError, match="labels.npz"):
+        load_tiles(folder)  # pickled objects are never loaded
+    (folder / "images" / "image01.png").unlink()
+    np.savez(
+        folder / "labels.npz",
+        names=np.array(["image01"]),
+        mpp=np.array([0.5]),
+        image01=tile.labels,
+    )
+    with pytest.raises(ValueError, match="image not found"):
+        load_tiles(folder)
+
+
+def test_agnostic_scores_count_and_match():
+    _, labels = _disks((64, 64), [(16, 16), (40, 44)], 8)
+    perfect = agnostic_scores(labels * 3, labels)  # other ids, same nuclei
+    assert perfect["pq"] == pytest.approx(1.0) and perfect["dice"] == pytest.approx(1.0)
+    missed = agnostic_scores(np.zeros_like(labels), labels)
+    assert missed["pq"] == 0.0 and missed["predicted"] == 0 and missed["true"] == 2
+
+
+def test_reinhard_brings_an_image_to_the_reference_colours():
+    rng = np.random.default_rng(0)
+    reference_images = rng.integers(100, 220, size=(4, 32, 32, 3), dtype=np.uint8)
+    reference = stain_reference(reference_images)
+    image, _ = _disks((48, 48), [(24, 24)], 10)
+    normalised = reinhard_normalise(image, reference)
+    assert normalised.dtype == np.uint8 and normalised.shape == image.shape
+    again = stain_reference(normalised)
+    np.testing.assert_allclose(again.mean, reference.mean, atol=3.0)
+    flat = np.full((8, 8, 3), 200, np.uint8)
+    assert reinhard_normalise(flat, reference).std(axis=(0, 1)).max() == 0
+
+
+def test_evaluate_tiles_scores_each_tile_at_the_segmenter_resolution():
+    tile = LabelledTile("t", *_disks((80, 80), [(20, 20), (60, 60)], 12), mpp=0.25)
+    seen = []
+
+    def oracle(image, mpp):
+        seen.append((image.shape, mpp))
+        return resample_tile(tile, mpp).labels
+
+    per_tile = evaluate_tiles(oracle, [tile], mpp=0.5)
+    assert seen == [((40, 40, 3), 0.5)]
+    summary = summarise_tiles(per_tile)
+    assert summary["pq"] == pytest.approx(1.0) and summary["nuclei true"] == 2
+
+
+@pytest.mark.slow
+def test_ood_command_writes_one_row_per_model_and_normalisation(tmp_path, train_smoke):
+    config = train_smoke()
+    tiles = [
+        LabelledTile("image01", *_disks((70, 90), [(30, 30), (40, 70)], 9), mpp=0.5),
+        LabelledTile("image02", *_disks((120, 100), [(50, 50)], 18), mpp=0.25),
+    ]
+    folder = _tiles_folder(tmp_path / "tiles", tiles)
+    out = tmp_path / "ood" / "cpm.csv"
+    code = main(
+        ["ood", str(config.run_dir), "--tiles", str(folder), "--out", str(out), "--device", "cpu"]
+    )
+    assert code == 0
+    summary = pd.read_csv(out)
+    assert summary["method"].tolist()[0] == CLASSICAL_ROW
+    assert summary["stain normalisation"].tolist() == [False, False, True]
+    assert (summary["nuclei true"] == 3).all()  # image02's nucleus counted at 20x
+    assert summary.loc[0, "pq"] > 0.5  # the classical floor finds the purple disks
+    per_tile = pd.read_csv(tmp_path / "ood" / "cpm_per_tile.csv")
+    assert len(per_tile) == 6 and set(per_tile["tile"]) == {"image01", "image02"}
+    assert main(["ood", str(tmp_path), "--tiles", str(folder), "--out", str(out)]) == 2
