@@ -23,14 +23,12 @@ import platform
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from nucstudy.classes import CONIC
-from nucstudy.data import synthetic_conic
 from nucstudy.device import FastPath, choose_fast_path
 from nucstudy.experiment import ExperimentConfig
 from nucstudy.io import atomic_write_text
-from nucstudy.methods import OWN_TRAINING, build_method
+from nucstudy.methods import OWN_TRAINING, build_method, synthetic_batch, training_multiply_adds
 from nucstudy.models import build_model, count_multiply_adds, count_parameters
 
 WARM_UP_STEPS = 2  # the first steps pay for memory allocation and kernel selection
@@ -58,17 +56,6 @@ def machine() -> str:
     return words
 
 
-def real_batch(method, batch: int, size: int) -> dict:
-    """A batch of synthetic H&E patches with the method's own targets (real nuclei)."""
-    data = synthetic_conic(batch, size=size, seed=0)
-    items = [
-        {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255.0}
-        | method.targets(label)
-        for image, label in zip(data.images, data.labels, strict=True)
-    ]
-    return method.collate(items)
-
-
 def time_training_steps(model, method, batch: dict, steps: int, fast: FastPath) -> float:
     """Seconds of the fastest of ``steps`` forward + loss + backward steps, after warm-up."""
     device = torch.device(fast.device)
@@ -94,14 +81,6 @@ def time_training_steps(model, method, batch: dict, steps: int, fast: FastPath) 
     return min(times)
 
 
-def train_multiply_adds(model, method, batch: dict, fast: FastPath) -> float:
-    """Multiply-adds of forward + backward of one training step, per patch."""
-    model.zero_grad(set_to_none=True)
-    with FlopCounterMode(display=False) as counter:
-        method.loss_terms(model, batch, torch.device(fast.device), fast)["total"].backward()
-    return counter.get_total_flops() / 2 / len(batch["image"])
-
-
 def measure(name: str, args: argparse.Namespace, device: torch.device) -> list[dict]:
     """Figures of one variant: one row per precision mode."""
     model_name, options, training = VARIANTS[name]
@@ -121,7 +100,7 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> list[d
         else None,
     }
     model.to(device).train()
-    batch = real_batch(method, args.batch, args.size)
+    batch = synthetic_batch(method, args.batch, args.size)
     modes = ["fp32"] + (["bf16_channels_last"] if device.type == "cuda" else [])
     if device.type == "cpu" and choose_fast_path(device, True).bf16:
         modes.append("bf16_channels_last")
@@ -139,7 +118,9 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> list[d
         else:
             row["seconds_per_step"] = seconds
             row["images_per_s"] = args.batch / seconds
-            row["train_multiply_adds_g"] = train_multiply_adds(model, method, batch, fast) / 1e9
+            row["train_multiply_adds_g"] = (
+                training_multiply_adds(model, method, batch, device, fast) / 1e9
+            )
             if device.type == "cuda":
                 row["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
         print(json.dumps(row), flush=True)

@@ -175,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         "ood", help="score runs and the classical floor on out-of-domain labelled tiles"
     )
     ood.add_argument("run_dirs", type=Path, nargs="*", help="run folders (checkpoints/best.pt)")
-    ood.add_argument("--tiles", type=Path, required=True, help="a labelled-tiles folder (CPM-15)")
+    ood.add_argument(
+        "--tiles",
+        required=True,
+        help="a labelled-tiles folder (CPM-15), or a data source whose test split is scored",
+    )
     ood.add_argument("--out", type=Path, required=True, help="summary CSV (per tile beside it)")
     ood.add_argument("--no-classical", action="store_true", help="leave out the classical row")
     ood.add_argument(
@@ -351,7 +355,7 @@ def _table1(args: argparse.Namespace) -> int:
 
 
 def _ood(args: argparse.Namespace) -> int:
-    from nucstudy.data.tiles import load_tiles
+    from nucstudy.data.tiles import load_tiles, tiles_from_source
     from nucstudy.io import atomic_write_text
     from nucstudy.ood import ood_table
 
@@ -361,7 +365,11 @@ def _ood(args: argparse.Namespace) -> int:
     if not args.run_dirs and args.no_classical:
         raise UsageError("nothing to score: give run folders or keep the classical row")
     normalise = {"both": (False, True), "no": (False,), "yes": (True,)}[args.stain_normalise]
-    tiles = load_tiles(args.tiles)
+    if ":" in args.tiles or args.tiles == "synthetic":
+        _check_source(args.tiles)
+        tiles = tiles_from_source(args.tiles)
+    else:
+        tiles = load_tiles(args.tiles)
     summary, per_tile = ood_table(
         args.run_dirs, tiles, normalise, not args.no_classical, device=args.device, progress=True
     )

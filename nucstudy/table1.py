@@ -165,31 +165,19 @@ def count_training_multiply_adds(config: ExperimentConfig, side: int, scheme_nam
     counted on two synthetic patches of ``side`` px (for runs that predate the Trainer's own
     count on its first step; a dense network's count does not depend on the content)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from nucstudy.classes import get_scheme
-    from nucstudy.data import synthetic_conic
     from nucstudy.device import choose_fast_path
-    from nucstudy.methods import build_method
+    from nucstudy.methods import build_method, synthetic_batch, training_multiply_adds
     from nucstudy.models import build_model
 
     scheme = get_scheme(scheme_name)
     torch.manual_seed(config.seed)
     network = build_model(config.model, n_types=scheme.n_classes, **config.model_options)
     method = build_method(config, scheme)
-    data = synthetic_conic(2, size=side, seed=config.seed, scheme=scheme_name)
-    items = [
-        {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255.0}
-        | method.targets(label)
-        for image, label in zip(data.images, data.labels, strict=True)
-    ]
+    batch = synthetic_batch(method, 2, side, scheme_name, seed=config.seed)
     device = torch.device("cpu")
-    with FlopCounterMode(display=False) as counter:
-        terms = method.loss_terms(
-            network, method.collate(items), device, choose_fast_path(device, False)
-        )
-        terms["total"].backward()
-    return counter.get_total_flops() / 2 / len(items)
+    return training_multiply_adds(network, method, batch, device, choose_fast_path(device, False))
 
 
 def run_table1(

@@ -164,3 +164,15 @@ def test_ood_command_writes_one_row_per_model_and_normalisation(tmp_path, train_
     per_tile = pd.read_csv(tmp_path / "ood" / "cpm_per_tile.csv")
     assert len(per_tile) == 6 and set(per_tile["tile"]) == {"image01", "image02"}
     assert main(["ood", str(tmp_path), "--tiles", str(folder), "--out", str(out)]) == 2
+
+
+def test_a_data_source_split_reads_as_tiles(tmp_path, synthetic_small):
+    from nucstudy.data import save_conic
+    from nucstudy.data.tiles import tiles_from_source
+
+    save_conic(synthetic_small, tmp_path / "conic")
+    tiles = tiles_from_source(f"conic:{tmp_path / 'conic'}")
+    assert 0 < len(tiles) < len(synthetic_small.images)
+    assert all(t.image.shape == (256, 256, 3) and t.labels.shape == (256, 256) for t in tiles)
+    assert {t.mpp for t in tiles} == {synthetic_small.mpp}
+    assert sum(t.n_nuclei for t in tiles) > 0

@@ -9,7 +9,8 @@ do not fit the N x H x W CoNIC layout. The folder layout read here:
   ``mpp`` (their resolution in um/px, same order) and one int32 H x W instance map per name
   (0 background, 1..n nuclei).
 
-:func:`load_tiles` reads and checks such a folder; :func:`resample_tile` brings a tile to
+:func:`load_tiles` reads and checks such a folder; :func:`tiles_from_source` gives the
+patches of a CoNIC-layout source the same form; :func:`resample_tile` brings a tile to
 another resolution (the image by area averaging, the labels by nearest neighbour).
 """
 
@@ -23,7 +24,7 @@ import cv2
 import numpy as np
 from skimage.io import imread
 
-__all__ = ["LabelledTile", "load_tiles", "resample_tile"]
+__all__ = ["LabelledTile", "load_tiles", "resample_tile", "tiles_from_source"]
 
 
 @dataclass(frozen=True)
@@ -120,3 +121,21 @@ def resample_tile(tile: LabelledTile, mpp: float) -> LabelledTile:
     image = cv2.resize(tile.image, size, interpolation=interpolation)
     labels = cv2.resize(tile.labels, size, interpolation=cv2.INTER_NEAREST)
     return LabelledTile(tile.name, image, labels, mpp)
+
+
+def tiles_from_source(spec: str, split: str = "test", resample: bool = True) -> list[LabelledTile]:
+    """The patches of a data source's split as tiles (instance channel only), e.g. to score a
+    class-agnostic segmenter on CoNSeP's test split as on out-of-domain tiles.
+
+    Args:
+        spec: ``synthetic``, ``consep:<folder>`` or ``conic:<folder>``.
+        split: ``"train"`` or ``"test"``.
+        resample: CoNSeP only: halve 40x to 20x.
+    """
+    from nucstudy.data.sources import open_source
+
+    data = open_source(spec, split, resample=resample)
+    return [
+        LabelledTile(f"{split}-{k:04d}", np.asarray(image), np.asarray(label[..., 0]), data.mpp)
+        for k, (image, label) in enumerate(zip(data.images, data.labels, strict=True))
+    ]
