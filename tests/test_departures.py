@@ -24,6 +24,7 @@ def test_a_paper_run_on_conic_on_a_gpu_departs_only_where_the_paper_is_silent():
     table = departures_table([run])
     same = {"data set", "classes", "magnification", "epochs", "batch size", "random crop"}
     same |= {"optimiser, learning rate, schedule", "TP class weights", "loss", "hardware"}
+    same |= {"stain augmentation"}
     assert set(table.index[table["departs"] == "no"]) == same
     assert table.loc["random crop", "x"] == "192 px (0.75 of the side)"
     assert (table.loc[table["departs"] == "yes", "why"] != "").all()
@@ -37,6 +38,10 @@ def test_a_cpu_demo_run_on_consep_lists_its_departures():
     assert table.loc["precision", "x"] == "float32"
     assert table.loc["TP class weights", "x"] == "the paper's, mapped onto consep"
     assert table.loc["test split", "x"] == "CoNSeP's official test tiles"
+    assert table.loc["stain augmentation", "departs"] == "no"
+    stained = departures_table([_run(config.replace(stain_augment=True), scheme="consep")])
+    assert stained.loc["stain augmentation", "departs"] == "yes"
+    assert "HEStain" in stained.loc["stain augmentation", "x"]
 
 
 def test_the_registry_runs_are_read(tmp_path):

@@ -75,13 +75,34 @@ def test_experiment_notebooks_run_in_sequence(tmp_path):
     metrics = json.loads((runs / "full-seed0" / "metrics.json").read_text())
     assert 0.0 <= metrics["overall"]["mpq+"] <= 1.0
 
-    _run(
+    ablations = _run(
         "ablations.ipynb",
         tmp_path / "ablations.ipynb",
         preset="smoke",
         out_root=str(runs),
         reuse_full=str(runs / "full-seed0"),
     )
+    verdict = _glued(ablations)["abl_spread_verdict"]
+    assert "one seed" in verdict  # one seed and no other spread: no difference is claimed
+    trained = {
+        name: (runs / name / "env.json").read_text() for name in ("full-seed0", "no-SE-seed0")
+    }
+    _run(
+        "train.ipynb",
+        tmp_path / "again.ipynb",
+        preset="smoke",
+        out_root=str(runs),
+        reuse_finished=True,
+    )
+    _run(
+        "ablations.ipynb",
+        tmp_path / "again2.ipynb",
+        preset="smoke",
+        out_root=str(runs),
+        reuse_finished=True,
+    )
+    for name, env in trained.items():
+        assert (runs / name / "env.json").read_text() == env, f"{name} was trained again"
     table = pd.read_csv(runs / "ablations.csv", header=[0, 1], index_col=0)
     assert list(table.index) == ["full", "no SE", "no CA", "no class weights"]
     assert (runs / "no-SE-seed0" / "metrics.json").is_file()
