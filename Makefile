@@ -9,8 +9,14 @@ PY := $(VENV)/bin/python
 PIP_INSTALL ?= $(PY) -m pip install --isolated --disable-pip-version-check
 # The main job's data: synthetic (the embedded default), consep:<folder> or conic:<folder>.
 DATA ?= synthetic
+CONSEP ?= ../shared/data/consep256
+# Wheels a GPU machine without PyPI lacks for the GPU study (albumentations and its needs),
+# at the versions .venv has, for that machine's Python.
+GPU_PYTHON ?= 3.12
+GPU_WHEELS := albumentations albucore pydantic pydantic_core annotated-types typing-inspection \
+	stringzilla simsimd
 
-.PHONY: setup study test lint book benchmarks clean
+.PHONY: setup study test lint book benchmarks gpu-study gpu-bundle clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +45,22 @@ benchmarks: setup
 	$(PY) benchmarks/models.py --out results/benchmarks/models_cpu.json
 	$(PY) benchmarks/metrics.py --out results/benchmarks/metrics_cpu.json
 	$(PY) benchmarks/postprocess.py --out results/benchmarks/postprocess_cpu.json
+
+# The GPU study on one CUDA GPU (about 10 minutes): the paper's protocol on CoNSeP for the
+# full model, the ablations (three seeds where time allows) and the Table I baselines, then
+# the pages and the book.
+gpu-study: setup
+	$(PY) -m nucstudy.gpu_study --data consep:$(CONSEP)
+
+# For a GPU machine that reaches no registry and has no ../shared: CoNSeP into .data/ and
+# the wheels into .whl/ (both git-ignored); there, run scripts/gpu_study_offline.sh.
+gpu-bundle: setup
+	mkdir -p .data .whl
+	rm -rf .data/consep256 && cp -r $(CONSEP) .data/consep256
+	$(PY) -m pip download --isolated -q --no-deps --only-binary=:all: -d .whl \
+		--python-version $(GPU_PYTHON) --implementation cp --platform manylinux_2_28_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		$$($(PY) -m pip list --format=freeze 2>/dev/null | grep -iE "^($$(echo $(GPU_WHEELS) | tr ' ' '|'))==")
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis

@@ -20,18 +20,21 @@ import contextlib
 import json
 import os
 import platform
-import time
 
 import torch
 
 from nucstudy.classes import CONIC
-from nucstudy.device import FastPath, choose_fast_path
+from nucstudy.cost import (
+    WARM_UP_STEPS,
+    synthetic_batch,
+    time_training_steps,
+    training_multiply_adds,
+)
+from nucstudy.device import choose_fast_path
 from nucstudy.experiment import ExperimentConfig
 from nucstudy.io import atomic_write_text
-from nucstudy.methods import OWN_TRAINING, build_method, synthetic_batch, training_multiply_adds
+from nucstudy.methods import OWN_TRAINING, build_method
 from nucstudy.models import build_model, count_multiply_adds, count_parameters
-
-WARM_UP_STEPS = 2  # the first steps pay for memory allocation and kernel selection
 
 #: name -> (model name, options, config changes of its method)
 VARIANTS = {
@@ -54,31 +57,6 @@ def machine() -> str:
     if torch.cuda.is_available():
         words += f"; {torch.cuda.get_device_name()}"
     return words
-
-
-def time_training_steps(model, method, batch: dict, steps: int, fast: FastPath) -> float:
-    """Seconds of the fastest of ``steps`` forward + loss + backward steps, after warm-up."""
-    device = torch.device(fast.device)
-    model.to(memory_format=fast.memory_format)
-
-    def step() -> None:
-        model.zero_grad(set_to_none=True)
-        method.loss_terms(model, batch, device, fast)["total"].backward()
-
-    def synchronise() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(WARM_UP_STEPS):
-        step()
-    times = []
-    for _ in range(steps):
-        synchronise()
-        start = time.perf_counter()
-        step()
-        synchronise()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def measure(name: str, args: argparse.Namespace, device: torch.device) -> list[dict]:

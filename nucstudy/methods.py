@@ -275,34 +275,3 @@ def method_for(network: nn.Module) -> Method:
         if isinstance(network, model_class):
             return METHOD_OF_MODEL[name]()
     return DenseMethod()
-
-
-def synthetic_batch(method: Method, n: int, side: int, scheme: str = "conic", seed: int = 0):
-    """A collated batch of ``n`` synthetic ``side`` x ``side`` patches of ``scheme`` with
-    ``method``'s own targets (images B x 3 x side x side float in [0, 1]), for measuring a
-    training step."""
-    from nucstudy.data.synthetic import synthetic_conic
-
-    data = synthetic_conic(n, size=side, seed=seed, scheme=scheme)
-    items = [
-        {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255.0}
-        | method.targets(label)
-        for image, label in zip(data.images, data.labels, strict=True)
-    ]
-    return method.collate(items)
-
-
-def training_multiply_adds(
-    network: nn.Module, method: Method, batch: dict[str, Any], device: torch.device, fast: FastPath
-) -> float:
-    """Multiply-adds of one training step (forward, loss, backward) on ``batch``, per patch.
-
-    Counted by ``torch.utils.flop_counter`` (a multiply-add is two of its operations); the
-    gradients of ``network`` are cleared first and hold this step's afterwards.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    network.zero_grad(set_to_none=True)
-    with FlopCounterMode(display=False) as counter:
-        method.loss_terms(network, batch, device, fast)["total"].backward()
-    return counter.get_total_flops() / 2 / len(batch["image"])

@@ -167,8 +167,9 @@ def count_training_multiply_adds(config: ExperimentConfig, side: int, scheme_nam
     import torch
 
     from nucstudy.classes import get_scheme
+    from nucstudy.cost import synthetic_batch, training_multiply_adds
     from nucstudy.device import choose_fast_path
-    from nucstudy.methods import build_method, synthetic_batch, training_multiply_adds
+    from nucstudy.methods import build_method
     from nucstudy.models import build_model
 
     scheme = get_scheme(scheme_name)
