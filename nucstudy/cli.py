@@ -189,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Reinhard-normalise the tiles to each run's training images (default: both rows)",
     )
     ood.add_argument("--device", default="auto")
+    ood.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the rows already in --out and score only the runs it lacks",
+    )
 
     data = commands.add_parser("data", help="generate, import and summarise data sets")
     tools = data.add_subparsers(dest="tool", required=True, parser_class=_Parser)
@@ -355,6 +360,8 @@ def _table1(args: argparse.Namespace) -> int:
 
 
 def _ood(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from nucstudy.data.tiles import load_tiles, tiles_from_source
     from nucstudy.io import atomic_write_text
     from nucstudy.ood import ood_table
@@ -370,10 +377,19 @@ def _ood(args: argparse.Namespace) -> int:
         tiles = tiles_from_source(args.tiles)
     else:
         tiles = load_tiles(args.tiles)
-    summary, per_tile = ood_table(
-        args.run_dirs, tiles, normalise, not args.no_classical, device=args.device, progress=True
-    )
     per_tile_path = args.out.with_name(f"{args.out.stem}_per_tile{args.out.suffix}")
+    kept = [pd.DataFrame(), pd.DataFrame()]
+    run_dirs, classical = list(args.run_dirs), not args.no_classical
+    if args.update and args.out.is_file() and per_tile_path.is_file():
+        kept = [pd.read_csv(args.out), pd.read_csv(per_tile_path)]
+        done = set(kept[0]["run"].dropna().astype(str))
+        run_dirs = [run for run in run_dirs if str(run) not in done]
+        classical = classical and kept[0]["run"].notna().all()
+    summary, per_tile = ood_table(
+        run_dirs, tiles, normalise, classical, device=args.device, progress=True
+    )
+    summary = pd.concat([kept[0], summary], ignore_index=True)
+    per_tile = pd.concat([kept[1], per_tile], ignore_index=True)
     atomic_write_text(args.out, summary.to_csv(index=False))
     atomic_write_text(per_tile_path, per_tile.to_csv(index=False))
     shown = summary[["method", "run", "stain normalisation", "pq", "aji", "dice"]]

@@ -207,4 +207,5 @@ def ood_table(
             }
             segment = model_segmenter(model, reference if normalise else None, device)
             add(key, evaluate_tiles(segment, tiles, model.mpp, progress))
-    return pd.DataFrame(summary), pd.concat(per_tile, ignore_index=True)
+    per_tile_frame = pd.concat(per_tile, ignore_index=True) if per_tile else pd.DataFrame()
+    return pd.DataFrame(summary), per_tile_frame

@@ -176,3 +176,14 @@ def test_a_data_source_split_reads_as_tiles(tmp_path, synthetic_small):
     assert all(t.image.shape == (256, 256, 3) and t.labels.shape == (256, 256) for t in tiles)
     assert {t.mpp for t in tiles} == {synthetic_small.mpp}
     assert sum(t.n_nuclei for t in tiles) > 0
+
+
+def test_update_keeps_the_rows_there_and_adds_only_what_is_missing(tmp_path):
+    tiles = [LabelledTile("image01", *_disks((70, 90), [(30, 30), (40, 70)], 9), mpp=0.5)]
+    folder = _tiles_folder(tmp_path / "tiles", tiles)
+    out = tmp_path / "ood.csv"
+    assert main(["ood", "--tiles", str(folder), "--out", str(out)]) == 0
+    first = out.read_text()
+    assert main(["ood", "--tiles", str(folder), "--out", str(out), "--update"]) == 0
+    assert out.read_text() == first  # the classical row is there: nothing scored again
+    assert len(pd.read_csv(out)) == 1
