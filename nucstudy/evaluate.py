@@ -262,13 +262,13 @@ def table1_row(
         "device": env.get("device_name"),
         "threads": env.get("threads"),
         "bf16": fast_path.get("bf16"),
-        "train minutes": _minutes_between(env.get("started"), env.get("finished")),
+        "train minutes": minutes_between(env.get("started"), env.get("finished")),
         "train GMACs/patch": (env.get("train_multiply_adds_per_patch") or math.nan) / 1e9,
         "commit": (env.get("git_commit") or "")[:8],
     }
 
 
-def _minutes_between(started: str | None, finished: str | None) -> float:
+def minutes_between(started: str | None, finished: str | None) -> float:
     """Minutes between two :func:`nucstudy.experiment.now` stamps (NaN if either is None)."""
     if not started or not finished:
         return math.nan

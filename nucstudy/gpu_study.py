@@ -92,11 +92,10 @@ def plan(base: ExperimentConfig, seeds: list[int]) -> list[tuple[str, int, Exper
 
 def recorded_minutes(run_dir: Path) -> float:
     """Minutes a finished run trained for, from its ``env.json`` (started to finished)."""
-    from datetime import datetime
+    from nucstudy.evaluate import minutes_between
 
     env = json.loads((run_dir / "env.json").read_text())
-    seconds = datetime.fromisoformat(env["finished"]) - datetime.fromisoformat(env["started"])
-    return seconds.total_seconds() / 60
+    return minutes_between(env.get("started"), env.get("finished"))
 
 
 def run_study(

@@ -179,7 +179,7 @@ def ood_table(
 
     def add(key: dict, frame: pd.DataFrame) -> None:
         summary.append({**key, **summarise_tiles(frame)})
-        per_tile.append(frame.assign(**{k: v for k, v in key.items()}))
+        per_tile.append(frame.assign(**key))
 
     if classical:
         key = {
