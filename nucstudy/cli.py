@@ -7,11 +7,13 @@ Examples::
     nucstudy predict runs/x --data synthetic --out runs/x/predictions
     nucstudy table1 --data consep:../shared/data/consep256 --preset paper --out runs/t1
     nucstudy ood results/runs/consep/full-seed0 --tiles ../shared/data/cpm15 --out ood.csv
+    nucstudy segment slide_tiles/ --model results/models/consep-cpu-demo.pt --mpp 0.25 --out seg
     nucstudy data synthetic --n 64 --out data/synthetic
     nucstudy data import-consep ../shared/data/consep256 --split test --out data/consep-test
     nucstudy data summary consep:../shared/data/consep256
 
-A bad argument or missing data is reported as one line on stderr with exit code 2.
+A bad argument or missing data is reported as one line on stderr with exit code 2;
+``segment`` exits with 1 when some of its images failed (the others are written).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from nucstudy.data import ConicData, import_consep256, open_source, save_conic, 
 from nucstudy.experiment import CONFIG_FILE, PRESETS, ExperimentConfig, preset
 from nucstudy.methods import OWN_TRAINING
 from nucstudy.postprocess import ROUTES
+from nucstudy.segment import SegmentOptions
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -193,6 +196,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--update",
         action="store_true",
         help="keep the rows already in --out and score only the runs it lacks",
+    )
+
+    segment = commands.add_parser(
+        "segment", help="find the nuclei of your own images (PNG, JPEG, TIFF) with a model"
+    )
+    segment.add_argument("inputs", type=Path, nargs="+", help="image files or folders of them")
+    segment.add_argument(
+        "--model", type=Path, required=True, help="a checkpoint (.pt) or a run folder"
+    )
+    segment.add_argument(
+        "--mpp",
+        type=float,
+        required=True,
+        help="the images' resolution in um/px (40x: about 0.25, 20x: about 0.5)",
+    )
+    segment.add_argument("--out", type=Path, required=True, help="output folder")
+    segment.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    segment.add_argument(
+        "--tile-size",
+        type=int,
+        default=SegmentOptions.tile_size,
+        help="tile side in px at the model's resolution, a multiple of 32",
+    )
+    segment.add_argument(
+        "--overlap", type=int, default=SegmentOptions.overlap, help="px shared by tiles"
+    )
+    segment.add_argument("--batch-size", type=int, default=SegmentOptions.batch_size)
+    segment.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    segment.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    segment.add_argument(
+        "--postprocess-workers",
+        type=int,
+        default=0,
+        help="processes that post-process tiles while the network runs (0: none)",
     )
 
     data = commands.add_parser("data", help="generate, import and summarise data sets")
@@ -398,6 +435,35 @@ def _ood(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment(args: argparse.Namespace) -> int:
+    from nucstudy.inference import load_model
+    from nucstudy.segment import segment_paths
+
+    path = args.model / "checkpoints" / "best.pt" if args.model.is_dir() else args.model
+    model = load_model(path)
+    options = SegmentOptions(
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        device=args.device,
+        tta=args.tta,
+        postprocess_workers=args.postprocess_workers,
+        progress=True,
+    )
+    report = segment_paths(
+        model, args.inputs, args.mpp, args.out, options, args.overwrite, str(path)
+    )
+    for record in report.written:
+        print(f"{record['image']}: {record['nuclei']} nuclei -> {args.out}")
+    for ignored in report.ignored:
+        print(f"{ignored}: ignored (not a PNG, JPEG or TIFF file)")
+    for _, message in report.failed:
+        print(f"nucstudy: error: {message}", file=sys.stderr)
+    if not report.written and not report.failed:
+        raise UsageError("no images found in " + ", ".join(map(str, args.inputs)))
+    return EXIT_FAILED if report.failed else 0
+
+
 def _data(args: argparse.Namespace) -> int:
     if args.tool == "synthetic":
         if args.n < 1:
@@ -436,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             "predict": _predict,
             "table1": _table1,
             "ood": _ood,
+            "segment": _segment,
             "data": _data,
         }
         return handler[args.command](args)

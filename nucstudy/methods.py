@@ -32,7 +32,7 @@ from nucstudy.device import FastPath
 from nucstudy.instances import detections_to_labels, min_area_at
 from nucstudy.losses import HoVerNetLoss, SegmentationLoss
 from nucstudy.models import MODELS
-from nucstudy.postprocess import postprocess_batch, to_conic_labels
+from nucstudy.postprocess import Nuclei, postprocess_batch, to_conic_labels
 
 if TYPE_CHECKING:
     from nucstudy.classes import ClassScheme
@@ -78,6 +78,18 @@ class Method(ABC):
     @abstractmethod
     def to_labels(self, outputs: Any, mpp: float, route: str) -> np.ndarray:
         """Outputs of :meth:`predict` as B x H x W x 2 int32 CoNIC labels (picklable)."""
+
+    def to_nuclei(self, outputs: Any, mpp: float, route: str) -> list[Nuclei]:
+        """Outputs of :meth:`predict` as one :class:`~nucstudy.postprocess.Nuclei` per image,
+        with geometry and class; the class probability is NaN unless the method has one."""
+        nuclei = []
+        for label in self.to_labels(outputs, mpp, route):
+            inst_map = label[..., 0]
+            n = int(inst_map.max(initial=0))
+            class_id = np.zeros(n, np.int32)
+            class_id[inst_map[inst_map > 0] - 1] = label[..., 1][inst_map > 0]
+            nuclei.append(Nuclei.from_instances(inst_map, class_id, np.full(n, np.nan)))
+        return nuclei
 
     def describe_postprocess(self, route: str) -> str:
         """A few words on how outputs become nuclei (for tables)."""
@@ -132,7 +144,11 @@ class DenseMethod(Method):
         return tuple(maps[key].cpu().numpy() for key in ("np", "hv", "tp"))
 
     def to_labels(self, outputs: Any, mpp: float, route: str) -> np.ndarray:
-        return to_conic_labels(postprocess_batch(*outputs, mpp, route))
+        return to_conic_labels(self.to_nuclei(outputs, mpp, route))
+
+    def to_nuclei(self, outputs: Any, mpp: float, route: str) -> list[Nuclei]:
+        """HoVer-Net's post-processing, with each nucleus's type probability."""
+        return postprocess_batch(*outputs, mpp, route)
 
     def describe_postprocess(self, route: str) -> str:
         return f"HoVer-Net watershed ({route})"

@@ -8,6 +8,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Committed results of reference runs.
 RESULTS_DIR = REPO_ROOT / "results"
+#: The study's small trained model, committed for ``nucstudy segment`` and the teaching
+#: notebooks (trained on CoNSeP's training split; see ``results/models/README.md``).
+STUDY_MODEL = RESULTS_DIR / "models" / "consep-cpu-demo.pt"
 #: Where the study's CoNSeP-256 patches are found when nothing else is said.
 DEFAULT_CONSEP_DIR = REPO_ROOT.parent / "shared" / "data" / "consep256"
 

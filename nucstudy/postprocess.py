@@ -110,7 +110,8 @@ class Nuclei:
         bbox: n x 4 int64, (row_min, col_min, row_max, col_max), max exclusive.
         area: n int64, pixels.
         class_id: n int32, class voted by the type map.
-        class_prob: n float64, fraction of the nucleus's pixels whose type is ``class_id``.
+        class_prob: n float64, fraction of the nucleus's pixels whose type is ``class_id``
+            (HoVer-Net's type probability; NaN where the method gives none).
     """
 
     inst_map: np.ndarray
@@ -123,6 +124,30 @@ class Nuclei:
 
     def __len__(self) -> int:
         return len(self.area)
+
+    @classmethod
+    def from_instances(
+        cls, inst_map: np.ndarray, class_id: np.ndarray, class_prob: np.ndarray
+    ) -> Nuclei:
+        """Nuclei of a contiguous instance map (ids 1..n) and each nucleus's class.
+
+        Args:
+            inst_map: H x W int instance map, nuclei 1..n.
+            class_id: n int class ids, entry i for nucleus i + 1.
+            class_prob: n float, the confidence of each class (NaN where unknown).
+        """
+        inst_map = inst_map.astype(np.int32, copy=False)
+        class_id = np.asarray(class_id, dtype=np.int32)
+        if len(class_id) != int(inst_map.max(initial=0)) or len(class_prob) != len(class_id):
+            raise ValueError(
+                f"{int(inst_map.max(initial=0))} nuclei in the instance map, but "
+                f"{len(class_id)} class ids and {len(class_prob)} probabilities"
+            )
+        centroid, bbox, area = nucleus_geometry(inst_map)
+        class_map = np.concatenate([[0], class_id]).astype(np.int32)[inst_map]
+        return cls(
+            inst_map, class_map, centroid, bbox, area, class_id, np.asarray(class_prob, float)
+        )
 
     def table(self) -> pd.DataFrame:
         """One row per nucleus: id, area, centroid_x/y, bbox row/col min/max, class, prob."""
@@ -478,9 +503,7 @@ def hover_postprocess(
         inst_map, class_id, class_prob = _resample_route(np_prob, hv, type_map, mpp)
     else:
         raise ValueError(f"method must be 'native' or 'resample', got {method!r}")
-    centroid, bbox, area = nucleus_geometry(inst_map)
-    class_map = np.concatenate([[0], class_id]).astype(np.int32)[inst_map]
-    return Nuclei(inst_map, class_map, centroid, bbox, area, class_id, class_prob)
+    return Nuclei.from_instances(inst_map, class_id, class_prob)
 
 
 def _resample_route(

@@ -12,7 +12,7 @@ from nucstudy.data.conic import (
     save_conic,
     validate_labels,
 )
-from nucstudy.data.consep import CONSEP_MPP, import_consep256, tile_of
+from nucstudy.data.consep import CONSEP_MPP, import_consep256, tile_of, tile_region
 from nucstudy.data.dataset import NucleiDataset, make_loader
 from nucstudy.data.sources import open_source, parse_source
 from nucstudy.data.split import split_by_source
@@ -40,5 +40,6 @@ __all__ = [
     "split_by_source",
     "synthetic_conic",
     "tile_of",
+    "tile_region",
     "validate_labels",
 ]

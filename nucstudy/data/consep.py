@@ -148,3 +148,47 @@ def _rescue_vanished(original: np.ndarray, block_ids: np.ndarray, halved: np.nda
             areas[nucleus] = 1
             class_id = original[..., 1][original[..., 0] == nucleus][0]
             halved[row, col] = (nucleus, class_id)
+
+
+#: Patches ``000`` to ``008`` of each CoNSeP-256 tile are its top-left 3 x 3 grid of 256 px
+#: squares without overlap, row by row (their shared edges continue each other); the other
+#: seven patches are further crops. :func:`tile_region` puts the grid back together.
+GRID_PATCHES = 3
+
+
+def tile_region(data: ConicData, tile: str) -> tuple[np.ndarray, np.ndarray]:
+    """The top-left 768 x 768 px (at 40x) of a CoNSeP tile, rebuilt from its patches.
+
+    Args:
+        data: a CoNSeP-256 split at 40x (:func:`import_consep256` without ``resample``).
+        tile: the tile's name, e.g. ``"test_1"`` (see :func:`tile_of`).
+
+    Returns:
+        (image, labels): 768 x 768 x 3 uint8 RGB and 768 x 768 x 2 int32 [instance, class].
+        Instance ids are made unique across patches; a nucleus cut by a patch edge in the
+        data stays two nuclei.
+
+    Raises:
+        ValueError: data not at 40x, or the tile lacks one of patches 000 to 008.
+    """
+    if not np.isclose(data.mpp, CONSEP_MPP):
+        raise ValueError(f"tile_region needs CoNSeP at {CONSEP_MPP} um/px, got {data.mpp}")
+    index = {name: k for k, name in enumerate(data.patch_info["name"])}
+    wanted = [f"{tile}_{k:03d}" for k in range(GRID_PATCHES**2)]
+    missing = [name for name in wanted if name not in index]
+    if missing:
+        raise ValueError(f"tile {tile!r} lacks patch(es) {', '.join(missing)}")
+    side = data.images.shape[1]
+    image = np.zeros((GRID_PATCHES * side, GRID_PATCHES * side, 3), np.uint8)
+    labels = np.zeros((GRID_PATCHES * side, GRID_PATCHES * side, 2), np.int32)
+    next_id = 0
+    for k, name in enumerate(wanted):
+        row, col = divmod(k, GRID_PATCHES)
+        window = np.s_[row * side : (row + 1) * side, col * side : (col + 1) * side]
+        image[window] = data.images[index[name]]
+        patch = np.asarray(data.labels[index[name]])
+        inst = patch[..., 0]
+        labels[window + (0,)] = np.where(inst > 0, inst + next_id, 0)
+        labels[window + (1,)] = patch[..., 1]
+        next_id += int(inst.max(initial=0))
+    return image, labels

@@ -114,13 +114,19 @@ def resample_tile(tile: LabelledTile, mpp: float) -> LabelledTile:
         raise ValueError(f"mpp must be a positive resolution in um/px, got {mpp}")
     if np.isclose(tile.mpp, mpp):
         return tile
-    scale = tile.mpp / mpp
-    height, width = tile.labels.shape
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    image = cv2.resize(tile.image, size, interpolation=interpolation)
+    image = rescale_image(tile.image, tile.mpp / mpp)
+    size = (image.shape[1], image.shape[0])
     labels = cv2.resize(tile.labels, size, interpolation=cv2.INTER_NEAREST)
     return LabelledTile(tile.name, image, labels, mpp)
+
+
+def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """An H x W x 3 image resized by ``scale`` (each side rounded, at least 1 px): by area
+    averaging when shrinking, bilinear when enlarging."""
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interpolation)
 
 
 def tiles_from_source(spec: str, split: str = "test", resample: bool = True) -> list[LabelledTile]:

@@ -1,0 +1,233 @@
+"""``nucstudy segment`` and segment_image: any size, any resolution, seams, files people open."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from PIL import Image
+from skimage.draw import polygon2mask
+
+from nucstudy.cli import main
+from nucstudy.data import import_consep256, synthetic_conic, tile_region
+from nucstudy.data.tiles import rescale_image
+from nucstudy.export import nuclei_geojson, nucleus_ring
+from nucstudy.inference import load_model, resize_nuclei, segment_image
+from nucstudy.ood import agnostic_scores
+from nucstudy.paths import STUDY_MODEL
+from nucstudy.postprocess import Nuclei
+from nucstudy.segment import OUTPUT_SUFFIXES, ImageError, read_image
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The study's committed CoNSeP model (see results/models/README.md)."""
+    return load_model(STUDY_MODEL)
+
+
+@pytest.fixture(scope="module")
+def consep_region(consep_dir):
+    """768 x 768 px of a CoNSeP test tile at 40x, rebuilt from its patches."""
+    return tile_region(import_consep256(consep_dir, "test"), "test_3")
+
+
+def _seam_splits(tiled: np.ndarray, whole: np.ndarray) -> int:
+    """Whole-image nuclei that the tiled map covers with two or more nuclei of > 25 % each."""
+    pairs = pd.DataFrame({"whole": whole.ravel(), "tiled": tiled.ravel()})
+    pairs = pairs[(pairs.whole > 0) & (pairs.tiled > 0)]
+    share = pairs.value_counts().div(pd.Series(whole.ravel()).value_counts(), level="whole")
+    return int((share[share > 0.25].groupby(level="whole").size() >= 2).sum())
+
+
+def test_tiled_inference_matches_whole_image_inference_on_consep(model, consep_region):
+    image, _ = consep_region
+    whole = segment_image(model, image, 0.25, tile_size=512, overlap=0)  # one tile at 20x
+    tiled = segment_image(model, image, 0.25)  # 384 px at 20x: a 2 x 2 grid of 256 px tiles
+    assert whole.inst_map.shape == tiled.inst_map.shape == image.shape[:2]
+    assert len(whole) > 100
+    assert agnostic_scores(tiled.inst_map, whole.inst_map)["pq"] >= 0.99
+    assert _seam_splits(tiled.inst_map, whole.inst_map) == 0
+
+
+def test_tiled_inference_matches_whole_image_inference_on_a_large_synthetic_image(model):
+    image = np.asarray(synthetic_conic(1, size=1024, seed=11).images[0])
+    whole = segment_image(model, image, model.mpp, tile_size=1024, overlap=0)
+    tiled = segment_image(model, image, model.mpp, tile_size=256, overlap=64, batch_size=3)
+    assert len(whole) > 100
+    assert agnostic_scores(tiled.inst_map, whole.inst_map)["pq"] >= 0.99
+    assert _seam_splits(tiled.inst_map, whole.inst_map) == 0
+
+
+def test_nuclei_come_back_at_the_image_own_resolution(model, consep_region):
+    image, _ = consep_region
+    at_40x = segment_image(model, image, 0.25)
+    at_20x = segment_image(model, rescale_image(image, 0.5), 0.5)
+    assert at_40x.inst_map.shape == (768, 768) and at_20x.inst_map.shape == (384, 384)
+    # the same nuclei, on a grid twice as fine: areas x 4, centroids x 2
+    assert len(at_40x) == len(at_20x)
+    assert np.median(at_40x.area / at_20x.area) == pytest.approx(4.0, rel=0.05)
+    assert np.abs(at_40x.centroid - 2 * at_20x.centroid - 0.5).max() < 1.0
+
+
+def test_resize_nuclei_drops_nuclei_that_vanish_and_renumbers():
+    inst = np.zeros((8, 8), np.int32)
+    inst[0, 0] = 1  # one pixel: gone at half size
+    inst[4:8, 4:8] = 2
+    nuclei = Nuclei.from_instances(inst, np.array([3, 4]), np.array([0.9, 0.8]))
+    small = resize_nuclei(nuclei, 4, 4)
+    assert len(small) == 1 and small.class_id.tolist() == [4]
+    assert small.inst_map[2:, 2:].tolist() == [[1, 1], [1, 1]]
+
+
+@pytest.mark.parametrize("size", [(5, 7), (40, 300)])
+def test_images_smaller_than_a_tile_are_segmented_at_their_size(model, size):
+    image = np.asarray(synthetic_conic(1, size=512, seed=2).images[0])[: size[0], : size[1]]
+    nuclei = segment_image(model, np.ascontiguousarray(image), model.mpp)
+    assert nuclei.inst_map.shape == size
+
+
+@pytest.mark.parametrize("mpp", [0.0, -0.5, float("nan"), 50.0, 0.001])
+def test_an_unusable_resolution_is_one_clear_error(model, mpp):
+    with pytest.raises(ValueError, match="mpp"):
+        segment_image(model, np.zeros((64, 64, 3), np.uint8), mpp)
+
+
+def test_bad_tiling_options_are_refused(model):
+    image = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        segment_image(model, image, model.mpp, tile_size=100)
+    with pytest.raises(ValueError, match="overlap"):
+        segment_image(model, image, model.mpp, tile_size=64, overlap=64)
+    with pytest.raises(ValueError, match="uint8"):
+        segment_image(model, image.astype(float), model.mpp)
+
+
+# -- reading images ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rgb():
+    return np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+
+
+def test_read_image_gives_rgb_from_png_jpeg_tiff_grey_and_alpha(tmp_path, rgb):
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    assert (read_image(tmp_path / "a.png") == rgb).all()
+    smooth = np.linspace(0, 255, 20 * 30 * 3).reshape(rgb.shape).astype(np.uint8)
+    Image.fromarray(smooth).save(tmp_path / "a.jpg", quality=95)
+    assert np.abs(read_image(tmp_path / "a.jpg").astype(int) - smooth).mean() < 5
+    tifffile.imwrite(tmp_path / "a.tif", rgb)
+    assert (read_image(tmp_path / "a.tif") == rgb).all()
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "b.png")
+    tifffile.imwrite(tmp_path / "b.tiff", rgba)
+    for name in ("b.png", "b.tiff"):
+        assert (read_image(tmp_path / name) == rgb).all()
+    grey = rgb[..., 0]
+    Image.fromarray(grey).save(tmp_path / "c.png")
+    tifffile.imwrite(tmp_path / "c.tif", grey)
+    for name in ("c.png", "c.tif"):
+        out = read_image(tmp_path / name)
+        assert out.shape == (20, 30, 3) and (out == grey[..., None]).all()
+
+
+def test_read_image_refuses_what_it_cannot_use_in_one_line(tmp_path, rgb):
+    (tmp_path / "broken.png").write_bytes(b"not a png at all")
+    tifffile.imwrite(tmp_path / "deep.tif", rgb.astype(np.uint16))
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 100).save(tmp_path / "wide.png")  # 16-bit
+    tifffile.imwrite(tmp_path / "planar.tif", np.zeros((3, 20, 30, 5), np.uint8))
+    (tmp_path / "notes.txt").write_text("hello")
+    for name in ("broken.png", "deep.tif", "wide.png", "planar.tif", "notes.txt", "missing.png"):
+        with pytest.raises(ImageError) as error:
+            read_image(tmp_path / name)
+        assert name in str(error.value) and "\n" not in str(error.value)
+
+
+# -- exports -------------------------------------------------------------------------------
+
+
+def test_polygons_trace_pixel_edges_and_close():
+    mask = np.zeros((5, 6), bool)
+    mask[1:3, 2:5] = True
+    ring = nucleus_ring(mask, top=10, left=20)
+    assert ring[0] == ring[-1] and len(ring) >= 4
+    xs, ys = zip(*ring, strict=True)
+    assert (min(xs), max(xs), min(ys), max(ys)) == (22, 25, 11, 13)  # pixel edges
+    area = 0.5 * sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(ring, ring[1:], strict=False))
+    assert area == pytest.approx(mask.sum(), abs=0.5)  # counter-clockwise, corners cut by 1/8
+
+
+def _rasterise(collection: dict, shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape, np.int32)
+    for k, feature in enumerate(collection["features"], start=1):
+        ring = np.asarray(feature["geometry"]["coordinates"][0])
+        out[polygon2mask(shape, ring[:, ::-1] - 0.5)] = k  # (x, y) edges -> (row, col) index
+    return out
+
+
+def test_geojson_polygons_rasterise_back_to_the_instance_map(model, consep_region):
+    image, _ = consep_region
+    nuclei = segment_image(model, image, 0.25)
+    collection = json.loads(json.dumps(nuclei_geojson(nuclei, model.scheme)))
+    assert collection["type"] == "FeatureCollection"
+    assert len(collection["features"]) == len(nuclei)
+    for feature in collection["features"]:
+        assert feature["type"] == "Feature" and feature["geometry"]["type"] == "Polygon"
+        ring = feature["geometry"]["coordinates"][0]
+        assert ring[0] == ring[-1] and len(ring) >= 4
+        assert all(0 <= x <= 768 and 0 <= y <= 768 for x, y in ring)
+        props = feature["properties"]
+        assert props["objectType"] == "detection"
+        assert props["classification"]["name"] in model.scheme.foreground_names
+        assert len(props["classification"]["color"]) == 3
+    rasterised = _rasterise(collection, nuclei.inst_map.shape)
+    assert agnostic_scores(rasterised, nuclei.inst_map)["pq"] >= 0.95
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def _folder_of_images(tmp_path, consep_region):
+    image, _ = consep_region
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(image[:300, :400]).save(folder / "good.png")
+    tifffile.imwrite(folder / "also_good.tif", image[300:, 200:])
+    (folder / "bad.png").write_bytes(b"\x89PNG truncated")
+    (folder / "README.txt").write_text("not an image")
+    return folder
+
+
+def test_segment_command_writes_good_images_and_lists_bad_ones(tmp_path, consep_region, capsys):
+    folder = _folder_of_images(tmp_path, consep_region)
+    out = tmp_path / "out"
+    argv = [str(folder), "--model", str(STUDY_MODEL), "--mpp", "0.25", "--out", str(out)]
+    assert main(["segment", *argv]) == 1
+    captured = capsys.readouterr()
+    assert "bad.png" in captured.err and "README.txt: ignored" in captured.out
+    for stem, shape in (("good", (300, 400)), ("also_good", (468, 568))):
+        for suffix in OUTPUT_SUFFIXES:
+            assert (out / f"{stem}{suffix}").is_file()
+        labels = np.load(out / f"{stem}_labels.npy", allow_pickle=False)
+        assert labels.shape == (*shape, 2)
+        table = pd.read_csv(out / f"{stem}_nuclei.csv")
+        assert len(table) == labels[..., 0].max()
+        assert set(table["class_name"]) <= set(load_model(STUDY_MODEL).scheme.foreground_names)
+        assert (tifffile.imread(out / f"{stem}_instances.tif") == labels[..., 0]).all()
+        record = json.loads((out / f"{stem}_segment.json").read_text())
+        assert record["nuclei"] == len(table) and record["mpp"] == 0.25
+        assert Image.open(out / f"{stem}_overlay.png").size == shape[::-1]
+    assert not list(out.glob("bad_*")) and not list(out.glob(".*"))  # nothing half-written
+
+    before = (out / "good_nuclei.csv").stat().st_mtime_ns
+    assert main(["segment", str(folder / "good.png"), *argv[1:]]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "good_nuclei.csv").stat().st_mtime_ns == before
+    assert main(["segment", str(folder / "good.png"), *argv[1:], "--overwrite"]) == 0
+
+
+def test_segment_command_needs_a_resolution(tmp_path, capsys):
+    code = main(["segment", str(tmp_path), "--model", str(STUDY_MODEL), "--out", str(tmp_path)])
+    assert code == 2
+    assert "--mpp" in capsys.readouterr().err
