@@ -7,6 +7,7 @@ Examples::
     nucstudy predict runs/x --data synthetic --out runs/x/predictions
     nucstudy table1 --data consep:../shared/data/consep256 --preset paper --out runs/t1
     nucstudy ood results/runs/consep/full-seed0 --tiles ../shared/data/cpm15 --out ood.csv
+    nucstudy export results/runs/consep/full-stain-seed0 --out results/models/consep-cpu-demo.pt
     nucstudy segment slide_tiles/ --model results/models/consep-cpu-demo.pt --mpp 0.25 --out seg
     nucstudy data synthetic --n 64 --out data/synthetic
     nucstudy data import-consep ../shared/data/consep256 --split test --out data/consep-test
@@ -232,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes that post-process tiles while the network runs (0: none)",
     )
 
+    export = commands.add_parser(
+        "export", help="write a small inference-only model file from a run's best checkpoint"
+    )
+    export.add_argument("model", type=Path, help="a run folder or a training checkpoint (.pt)")
+    export.add_argument("--out", type=Path, required=True, help="the model file to write")
+    export.add_argument(
+        "--full-precision", action="store_true", help="keep float32 weights (default float16)"
+    )
+
     data = commands.add_parser("data", help="generate, import and summarise data sets")
     tools = data.add_subparsers(dest="tool", required=True, parser_class=_Parser)
     synth = tools.add_parser("synthetic", help="generate synthetic H&E in the CoNIC layout")
@@ -435,11 +445,24 @@ def _ood(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_file(path: Path) -> Path:
+    """A checkpoint named directly, or a run folder's ``checkpoints/best.pt``."""
+    return path / "checkpoints" / "best.pt" if path.is_dir() else path
+
+
+def _export(args: argparse.Namespace) -> int:
+    from nucstudy.inference import export_model
+
+    out = export_model(_model_file(args.model), args.out, half=not args.full_precision)
+    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
 def _segment(args: argparse.Namespace) -> int:
     from nucstudy.inference import load_model
     from nucstudy.segment import segment_paths
 
-    path = args.model / "checkpoints" / "best.pt" if args.model.is_dir() else args.model
+    path = _model_file(args.model)
     model = load_model(path)
     options = SegmentOptions(
         tile_size=args.tile_size,
@@ -503,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             "table1": _table1,
             "ood": _ood,
             "segment": _segment,
+            "export": _export,
             "data": _data,
         }
         return handler[args.command](args)

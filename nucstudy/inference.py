@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from nucstudy.checkpoint import CheckpointError, load_checkpoint
+from nucstudy.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nucstudy.classes import ClassScheme, get_scheme
 from nucstudy.data.tiles import rescale_image
 from nucstudy.device import choose_fast_path, resolve_device
@@ -57,6 +57,11 @@ class TrainedModel:
     epoch: int
 
 
+#: What a trained-model checkpoint must hold (the rest of a training checkpoint, optimiser
+#: and generator states, is only for resuming).
+MODEL_KEYS = ("model", "config", "scheme", "mpp", "n_types", "epoch")
+
+
 def load_model(path: str | os.PathLike) -> TrainedModel:
     """Restore a trained model from its checkpoint file alone, without its run folder.
 
@@ -71,8 +76,7 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
     """
     path = Path(path)
     state = load_checkpoint(path)
-    required = ("model", "config", "scheme", "mpp", "n_types", "epoch")
-    missing = [key for key in required if key not in state]
+    missing = [key for key in MODEL_KEYS if key not in state]
     if missing:
         raise CheckpointError(f"{path}: not a trained-model checkpoint (no {', '.join(missing)})")
     config = ExperimentConfig.from_dict(json.loads(state["config"]))
@@ -87,6 +91,31 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
         config=config,
         epoch=int(state["epoch"]),
     )
+
+
+def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bool = True) -> Path:
+    """Write a small checkpoint for inference only: weights and what :func:`load_model` needs.
+
+    Args:
+        checkpoint: a training checkpoint (``checkpoints/best.pt`` of a run).
+        out: the file to write (with its ``.sha256`` digest beside it).
+        half: store floating-point weights as float16 (half the size; they are read back
+            into float32, which changes the outputs by far less than the network's errors).
+
+    Raises:
+        nucstudy.checkpoint.CheckpointError: the checkpoint is missing, unsafe or incomplete.
+    """
+    state = load_checkpoint(checkpoint)
+    missing = [key for key in MODEL_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{checkpoint}: not a trained-model checkpoint (no {missing[0]})")
+    slim = {key: state[key] for key in MODEL_KEYS}
+    if half:
+        slim["model"] = {
+            name: value.half() if value.is_floating_point() else value
+            for name, value in state["model"].items()
+        }
+    return save_checkpoint(out, slim)
 
 
 # Flips for test-time augmentation: (flip width, flip height).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -52,8 +53,41 @@ def _glued(notebook: nbformat.NotebookNode) -> dict[str, str]:
     return values
 
 
-def test_the_six_teaching_notebooks_exist():
-    assert [n[:2] for n in TEACHING] == ["01", "02", "03", "04", "05", "06"]
+def test_the_eight_teaching_notebooks_exist():
+    assert [n[:2] for n in TEACHING] == ["01", "02", "03", "04", "05", "06", "07", "08"]
+
+
+@pytest.mark.parametrize("name", TEACHING)
+def test_teaching_notebooks_open_with_goals_and_time_and_close_with_what_to_remember(name):
+    cells = nbformat.read(NOTEBOOKS / name, as_version=4).cells
+    opening = " ".join(cells[0].source.split())
+    assert "you will learn" in opening or "Learning goals" in opening
+    assert re.search(r"\*\*Running time:\*\* .*?\b(s|min|minute)\b", opening)
+    assert cells[-1].cell_type == "markdown" and cells[-1].source.startswith("## What to")
+
+
+@pytest.mark.parametrize("name", TEACHING)
+def test_teaching_notebooks_have_exercises_with_solutions_that_check_themselves(name):
+    """Two to four exercises, each with a hidden solution (sphinx-exercise's gated
+    directives) holding code and a cell that asserts what the solution claims."""
+    cells = nbformat.read(NOTEBOOKS / name, as_version=4).cells
+    labels = [
+        re.search(r":label: (\S+)", c.source).group(1)
+        for c in cells
+        if c.cell_type == "markdown" and c.source.startswith("```{exercise}")
+    ]
+    assert 2 <= len(labels) <= 4, f"{name}: {len(labels)} exercises"
+    for label in labels:
+        start = next(
+            i for i, c in enumerate(cells) if c.source.startswith(f"```{{solution-start}} {label}")
+        )
+        assert ":class: dropdown" in cells[start].source  # hidden until clicked
+        end = next(
+            i for i in range(start, len(cells)) if cells[i].source.startswith("```{solution-end}")
+        )
+        inside = [c for c in cells[start + 1 : end] if c.cell_type == "code"]
+        assert len(inside) >= 2, f"{name} {label}: a solution cell and a check cell"
+        assert "assert " in inside[-1].source, f"{name} {label}: the last cell must check"
 
 
 @pytest.mark.slow

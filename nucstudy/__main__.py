@@ -1,0 +1,7 @@
+"""``python -m nucstudy``: the same as the ``nucstudy`` command."""
+
+import sys
+
+from nucstudy.cli import main
+
+sys.exit(main())
