@@ -227,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--device", default="auto", help="auto, cpu or cuda")
     segment.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     segment.add_argument(
+        "--stain-normalise",
+        action="store_true",
+        help="bring the images' colours to the model's training images first (Reinhard)",
+    )
+    segment.add_argument(
         "--postprocess-workers",
         type=int,
         default=0,
@@ -240,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="the model file to write")
     export.add_argument(
         "--full-precision", action="store_true", help="keep float32 weights (default float16)"
+    )
+    export.add_argument(
+        "--no-stain-reference",
+        action="store_true",
+        help="do not store the training images' colour statistics (then the model's data "
+        "need not be at hand, and segment --stain-normalise is not available)",
     )
 
     data = commands.add_parser("data", help="generate, import and summarise data sets")
@@ -451,9 +462,20 @@ def _model_file(path: Path) -> Path:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from nucstudy.inference import export_model
+    from nucstudy.inference import export_model, load_model
+    from nucstudy.ood import run_stain_reference
 
-    out = export_model(_model_file(args.model), args.out, half=not args.full_precision)
+    checkpoint = _model_file(args.model)
+    stain = None
+    if not args.no_stain_reference:
+        try:
+            stain = run_stain_reference(load_model(checkpoint))
+        except FileNotFoundError as error:
+            raise UsageError(
+                f"{error}; the training data is needed for the colour statistics "
+                "(or pass --no-stain-reference)"
+            ) from None
+    out = export_model(checkpoint, args.out, half=not args.full_precision, stain=stain)
     print(f"{out}: {out.stat().st_size / 1e6:.1f} MB")
     return 0
 
@@ -472,6 +494,7 @@ def _segment(args: argparse.Namespace) -> int:
         tta=args.tta,
         postprocess_workers=args.postprocess_workers,
         progress=True,
+        stain_normalise=args.stain_normalise,
     )
     report = segment_paths(
         model, args.inputs, args.mpp, args.out, options, args.overwrite, str(path)

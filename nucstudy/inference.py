@@ -33,6 +33,7 @@ from nucstudy.methods import method_for
 from nucstudy.models import build_model
 from nucstudy.models.blocks import SIZE_MULTIPLE
 from nucstudy.postprocess import ROUTES, Nuclei
+from nucstudy.stain import StainReference, reinhard_normalise, stain_reference
 from nucstudy.tiling import SeamlessMerge, Tile, batches, tile_grid
 
 
@@ -47,6 +48,8 @@ class TrainedModel:
         postprocess: its post-processing route (``"native"`` or ``"resample"``).
         config: the experiment it was trained by.
         epoch: the epoch of the checkpoint.
+        stain: the colour statistics of its training images (stored by
+            :func:`export_model`), the target of stain normalisation; None if not stored.
     """
 
     network: nn.Module
@@ -55,6 +58,7 @@ class TrainedModel:
     postprocess: str
     config: ExperimentConfig
     epoch: int
+    stain: StainReference | None = None
 
 
 #: What a trained-model checkpoint must hold (the rest of a training checkpoint, optimiser
@@ -83,6 +87,9 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
     network = build_model(config.model, n_types=int(state["n_types"]), **config.model_options)
     network.load_state_dict(state["model"])
     network.eval()
+    stain = None
+    if "stain_mean" in state and "stain_std" in state:
+        stain = StainReference(tuple(state["stain_mean"]), tuple(state["stain_std"]))
     return TrainedModel(
         network=network,
         scheme=get_scheme(state["scheme"]),
@@ -90,10 +97,16 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
         postprocess=config.postprocess,
         config=config,
         epoch=int(state["epoch"]),
+        stain=stain,
     )
 
 
-def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bool = True) -> Path:
+def export_model(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    half: bool = True,
+    stain: StainReference | None = None,
+) -> Path:
     """Write a small checkpoint for inference only: weights and what :func:`load_model` needs.
 
     Args:
@@ -101,6 +114,8 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bo
         out: the file to write (with its ``.sha256`` digest beside it).
         half: store floating-point weights as float16 (half the size; they are read back
             into float32, which changes the outputs by far less than the network's errors).
+        stain: the colour statistics of the model's training images, stored for stain
+            normalisation at inference (``segment_image(..., stain_normalise=True)``).
 
     Raises:
         nucstudy.checkpoint.CheckpointError: the checkpoint is missing, unsafe or incomplete.
@@ -115,6 +130,8 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bo
             name: value.half() if value.is_floating_point() else value
             for name, value in state["model"].items()
         }
+    if stain is not None:
+        slim["stain_mean"], slim["stain_std"] = list(stain.mean), list(stain.std)
     return save_checkpoint(out, slim)
 
 
@@ -282,6 +299,7 @@ def segment_image(
     mixed_precision: bool = True,
     postprocess_workers: int = 0,
     progress: bool = False,
+    stain_normalise: bool = False,
 ) -> Nuclei:
     """The nuclei of an image of any size, at the image's own size.
 
@@ -306,12 +324,17 @@ def segment_image(
         postprocess_workers: processes that post-process tiles while the network runs the
             next batch (0: post-process here, after each batch).
         progress: show a tqdm bar over tiles (on a terminal only).
+        stain_normalise: bring the image's colours to those of the model's training images
+            first (Reinhard, :mod:`nucstudy.stain`): the image's statistics are measured once
+            and every tile is normalised with them, so no seam appears. Needs a model file
+            that stores its training statistics (:func:`export_model`).
 
     Returns:
         :class:`~nucstudy.postprocess.Nuclei` at H x W, nuclei numbered in tile order.
 
     Raises:
-        ValueError: not an RGB uint8 image, an unusable ``mpp``, or bad tiling options.
+        ValueError: not an RGB uint8 image, an unusable ``mpp``, bad tiling options, or
+            stain normalisation asked of a model without training statistics.
     """
     check_image(image)
     check_resolution(mpp, model.mpp)
@@ -319,8 +342,16 @@ def segment_image(
         raise ValueError(f"tile_size must be a multiple of {SIZE_MULTIPLE} px, got {tile_size}")
     if batch_size < 1 or postprocess_workers < 0:
         raise ValueError("batch_size must be >= 1 and postprocess_workers >= 0")
+    if stain_normalise and model.stain is None:
+        raise ValueError(
+            "this model file stores no training colour statistics; write one that does "
+            "with `nucstudy export RUN --out FILE`, or leave stain normalisation off"
+        )
     height, width = image.shape[:2]
     small = image if np.isclose(mpp, model.mpp) else rescale_image(image, mpp / model.mpp)
+    # the image's own colour statistics, from about a million of its pixels at most
+    stride = max(1, int(np.sqrt(small.shape[0] * small.shape[1] / 1e6)))
+    source = stain_reference(small[::stride, ::stride]) if stain_normalise else None
     tiles = tile_grid(*small.shape[:2], tile_size, overlap)
     merge = SeamlessMerge(*small.shape[:2])
     device = resolve_device(device) if isinstance(device, str) else device
@@ -339,7 +370,10 @@ def segment_image(
 
     try:
         for group in batches(tiles, batch_size):
-            pixels = images_to_tensor(np.stack([small[tile.window] for tile in group]), device)
+            crops = [small[tile.window] for tile in group]
+            if source is not None:
+                crops = [reinhard_normalise(crop, model.stain, source) for crop in crops]
+            pixels = images_to_tensor(np.stack(crops), device)
             outputs = method.predict(network, pixels, tta, mixed_precision)
             if pool is None:
                 pending.append((group, method.to_nuclei(outputs, model.mpp, model.postprocess)))

@@ -134,6 +134,7 @@ class SegmentOptions:
     tta: bool = False
     postprocess_workers: int = 0
     progress: bool = False
+    stain_normalise: bool = False
 
 
 def segment_file(
@@ -177,6 +178,7 @@ def segment_file(
         tta=options.tta,
         postprocess_workers=options.postprocess_workers,
         progress=options.progress,
+        stain_normalise=options.stain_normalise,
     )
     seconds["segment"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -201,6 +203,7 @@ def segment_file(
         "tile_size": options.tile_size,
         "overlap": options.overlap,
         "tta": options.tta,
+        "stain_normalise": options.stain_normalise,
         "nuclei": len(nuclei),
         "nuclei_per_class": table["class_name"].value_counts().sort_index().to_dict(),
         "seconds": {stage: round(value, 3) for stage, value in seconds.items()},

@@ -54,15 +54,26 @@ def stain_reference(images: np.ndarray, max_images: int = 64, seed: int = 0) -> 
     return StainReference(tuple(map(float, mean)), tuple(map(float, std)))
 
 
-def reinhard_normalise(image: np.ndarray, reference: StainReference) -> np.ndarray:
+def reinhard_normalise(
+    image: np.ndarray, reference: StainReference, source: StainReference | None = None
+) -> np.ndarray:
     """H x W x 3 uint8 RGB -> the same image with ``reference``'s CIELAB mean and spread.
+
+    Args:
+        image: the image to normalise.
+        reference: the statistics to bring it to (those of a model's training images).
+        source: the statistics the image is taken to have; None measures them on ``image``.
+            Giving the statistics of a whole image normalises its tiles one by one exactly
+            as the whole image would be, without seams.
 
     A channel with no spread (a flat image) is shifted to the reference mean only.
     """
     _check_rgb(image)
     lab = rgb2lab(image)
-    mean = lab.reshape(-1, 3).mean(axis=0)
-    std = lab.reshape(-1, 3).std(axis=0)
+    if source is None:
+        mean, std = lab.reshape(-1, 3).mean(axis=0), lab.reshape(-1, 3).std(axis=0)
+    else:
+        mean, std = np.asarray(source.mean), np.asarray(source.std)
     gain = np.divide(reference.std, std, out=np.ones(3), where=std > 1e-6)
     lab = (lab - mean) * gain + np.asarray(reference.mean)
     lab[..., 0] = np.clip(lab[..., 0], 0.0, 100.0)

@@ -33,6 +33,7 @@ from nucstudy.ood import agnostic_scores
 from nucstudy.paths import STUDY_MODEL
 from nucstudy.postprocess import Nuclei
 from nucstudy.segment import OUTPUT_SUFFIXES, ImageError, read_image
+from nucstudy.stain import reinhard_normalise, stain_reference
 
 
 @pytest.fixture(scope="module")
@@ -341,3 +342,32 @@ def test_only_a_batch_of_tiles_per_worker_is_held_at_once(model, monkeypatch, wo
     held = np.cumsum(events)
     assert held.max() <= 5 * (workers + 1)
     assert held[-1] == 0 and len(events) > 40
+
+
+def test_the_exported_model_carries_its_training_colours_for_stain_normalisation(
+    train_smoke, tmp_path, model
+):
+    run = train_smoke().run_dir
+    assert main(["export", str(run), "--out", str(tmp_path / "with.pt")]) == 0
+    argv = ["export", str(run), "--out", str(tmp_path / "without.pt"), "--no-stain-reference"]
+    assert main(argv) == 0
+    with_stain, without = load_model(tmp_path / "with.pt"), load_model(tmp_path / "without.pt")
+    assert with_stain.stain is not None and without.stain is None
+    image = np.asarray(synthetic_conic(1, size=128, seed=3).images[0])
+    with pytest.raises(ValueError, match="colour statistics"):
+        segment_image(without, image, without.mpp, stain_normalise=True)
+    assert model.stain is not None  # the committed model can normalise
+    normalised = segment_image(model, image, model.mpp, stain_normalise=True)
+    assert normalised.inst_map.shape == image.shape[:2]
+
+
+def test_tiles_normalised_with_the_whole_image_statistics_join_without_seams():
+    image = np.asarray(synthetic_conic(1, size=256, seed=6).images[0])
+    reference = stain_reference(np.asarray(synthetic_conic(2, size=64, seed=9).images))
+    whole = reinhard_normalise(image, reference)
+    source = stain_reference(image)
+    halves = [
+        reinhard_normalise(image[:, :128], reference, source),
+        reinhard_normalise(image[:, 128:], reference, source),
+    ]
+    assert np.array_equal(np.concatenate(halves, axis=1), whole)
