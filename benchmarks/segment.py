@@ -8,7 +8,9 @@ Run from the repository root (with the study model, ``results/models/consep-cpu-
 1. **Seams.** ``segment_image`` on images small enough to run whole (768 x 768 px regions of
    CoNSeP test tiles at 40x, rebuilt from their patches, and a 1024 x 1024 synthetic image
    at 20x), once as one tile and once per tiling; PQ between the two nucleus sets and the
-   whole-image nuclei split by a seam. This is what the defaults were chosen from.
+   whole-image nuclei split by a seam. Twice: with the trained model, and with perfect maps
+   of the same images' labels read pointwise (``nucstudy.oracle``), which isolates what the
+   tiling and the post-processing do from what the network does with less context.
 2. **Throughput.** A large synthetic image (synthetic patches laid side by side, ``--side``
    px at 20x) through the same steps as ``segment_image``, each timed on its own: network
    (tiles through the model), post-processing (HoVer-Net watershed per tile), merging, and
@@ -34,13 +36,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nucstudy.classes import CONSEP
 from nucstudy.data import import_consep256, synthetic_conic, tile_region
+from nucstudy.data.consep import halve_labels
 from nucstudy.data.tiles import rescale_image
 from nucstudy.export import label_tiff_bytes, nuclei_geojson, nuclei_table, overlay, png_bytes
 from nucstudy.inference import images_to_tensor, load_model, segment_image
 from nucstudy.io import atomic_write_text
 from nucstudy.methods import method_for
 from nucstudy.ood import agnostic_scores
+from nucstudy.oracle import encode_targets, oracle_model
 from nucstudy.paths import DEFAULT_CONSEP_DIR, STUDY_MODEL
 from nucstudy.tiling import SeamlessMerge, batches, tile_grid
 
@@ -62,7 +67,7 @@ def seam_splits(tiled: np.ndarray, whole: np.ndarray) -> int:
     return int((np.bincount(pairs[0][large]) >= 2).sum())
 
 
-def seams(model, images: list[tuple[str, np.ndarray, float]]) -> list[dict]:
+def seams(model, images: list[tuple[str, np.ndarray, float]], kind: str) -> list[dict]:
     rows = []
     for name, image, mpp in images:
         side = max(image.shape[:2]) * mpp / model.mpp
@@ -73,6 +78,7 @@ def seams(model, images: list[tuple[str, np.ndarray, float]]) -> list[dict]:
             seconds = time.perf_counter() - start
             rows.append(
                 {
+                    "model": kind,
                     "image": name,
                     "tile_size": tile_size,
                     "overlap": overlap,
@@ -184,10 +190,18 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     model = load_model(STUDY_MODEL)
     test = import_consep256(args.consep, "test")
-    images = [(tile, tile_region(test, tile)[0], 0.25) for tile in REGIONS]
-    images.append(("synthetic 1024", np.asarray(synthetic_conic(1, 1024, seed=11).images[0]), 0.5))
+    regions = {tile: tile_region(test, tile) for tile in REGIONS}
+    synthetic = synthetic_conic(1, 1024, seed=11, scheme=CONSEP)
+    images = [(tile, image, 0.25) for tile, (image, _) in regions.items()]
+    images.append(("synthetic 1024", np.asarray(synthetic.images[0]), 0.5))
+    # the same labels as perfect maps, read pointwise by the oracle (at 20x: no resampling)
+    labels = [(tile, halve_labels(label[None])[0]) for tile, (_, label) in regions.items()]
+    labels.append(("synthetic 1024", np.asarray(synthetic.labels[0])))
+    encoded = [(name, encode_targets(label), 0.5) for name, label in labels]
     figures = {"machine": machine(), "threads": torch.get_num_threads(), "model": str(STUDY_MODEL)}
-    figures["seams"] = seams(model, images)
+    figures["seams"] = seams(model, images, "trained model") + seams(
+        oracle_model(CONSEP, 0.5), encoded, "perfect maps (oracle)"
+    )
     image = large_image(args.side)
     figures["stages"] = stages(model, image, 256, 64, 4)
     print(figures["stages"])
@@ -195,8 +209,10 @@ def main() -> None:
     print(figures["end_to_end"])
     figures["peak_memory_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     if args.huge:
-        queue = multiprocessing.Queue()
-        child = multiprocessing.Process(target=huge, args=(args.huge, queue))
+        # spawned, not forked: a child forked after torch's OpenMP threads started can hang
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        child = context.Process(target=huge, args=(args.huge, queue))
         child.start()
         figures["huge"] = queue.get()
         child.join()

@@ -89,7 +89,14 @@ def _screenshot(chromium: str, page: Path, png: Path) -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "page", ["book/experiments/table1.html", "notebooks/05_postprocessing.html"]
+    "page",
+    [
+        "book/experiments/table1.html",
+        "notebooks/05_postprocessing.html",
+        "notebooks/07_inside_the_model.html",
+        "book/segment.html",
+        "book/performance/segment.html",
+    ],
 )
 def test_pages_are_not_blank_in_a_browser(built_book, page, tmp_path):
     chromium = _chromium()
@@ -116,3 +123,12 @@ def test_experiment_pages_read_as_a_report(built_book):
             assert "tag_injected-parameters" in html  # the run's parameters stay visible
     teaching = (built_book / "notebooks" / "01_data.html").read_text()
     assert "tag_hide-input" not in teaching  # in the lessons the code is the point
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [f"notebooks/0{k}" for k in range(1, 9)])
+def test_teaching_pages_show_exercises_with_solutions_hidden_until_clicked(built_book, name):
+    html = (built_book / f"{name}.html").read_text()
+    assert html.count('class="admonition exercise') >= 2
+    solutions = html.count('class="dropdown admonition solution')
+    assert solutions >= 2 and solutions == html.count('class="admonition exercise')
