@@ -5,12 +5,13 @@ Run from the repository root (with the study model, ``results/models/consep-cpu-
     python benchmarks/segment.py                       # print the tables
     python benchmarks/segment.py --out results/benchmarks/segment_cpu.json
 
-1. **Seams.** ``segment_image`` on images small enough to run whole (768 x 768 px regions of
-   CoNSeP test tiles at 40x, rebuilt from their patches, and a 1024 x 1024 synthetic image
-   at 20x), once as one tile and once per tiling; PQ between the two nucleus sets and the
-   whole-image nuclei split by a seam. Twice: with the trained model, and with perfect maps
-   of the same images' labels read pointwise (``nucstudy.oracle``), which isolates what the
-   tiling and the post-processing do from what the network does with less context.
+1. **Seams.** ``segment_image`` on two images small enough to run whole (a mosaic of nine
+   768 px regions of CoNSeP test tiles at 40x, rebuilt from their patches, 1152 px at 20x,
+   and a 2048 px synthetic image at 20x), once as one tile and once per tiling; PQ between
+   the two nucleus sets and the whole-image nuclei split by a seam. Twice: with the trained
+   model, and with perfect maps of the same images' labels read pointwise
+   (``nucstudy.oracle``), which isolates what the tiling and the post-processing do from
+   what the network does with less context.
 2. **Throughput.** A large synthetic image (synthetic patches laid side by side, ``--side``
    px at 20x) through the same steps as ``segment_image``, each timed on its own: network
    (tiles through the model), post-processing (HoVer-Net watershed per tile), merging, and
@@ -37,11 +38,11 @@ import numpy as np
 import torch
 
 from nucstudy.classes import CONSEP
-from nucstudy.data import import_consep256, synthetic_conic, tile_region
+from nucstudy.data import import_consep256, region_mosaic, synthetic_conic
 from nucstudy.data.consep import halve_labels
 from nucstudy.data.tiles import rescale_image
 from nucstudy.export import label_tiff_bytes, nuclei_geojson, nuclei_table, overlay, png_bytes
-from nucstudy.inference import images_to_tensor, load_model, segment_image
+from nucstudy.inference import OVERLAP, TILE_SIZE, images_to_tensor, load_model, segment_image
 from nucstudy.io import atomic_write_text
 from nucstudy.methods import method_for
 from nucstudy.ood import agnostic_scores
@@ -52,8 +53,9 @@ from nucstudy.tiling import SeamlessMerge, batches, tile_grid
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metrics import machine  # noqa: E402  (benchmarks/metrics.py)
 
-TILINGS = [(128, 0), (128, 32), (256, 0), (256, 32), (256, 64), (512, 64), (512, 128)]
-REGIONS = ("test_1", "test_5", "test_9", "test_13")
+TILINGS = [(256, 0), (256, 64), (512, 0), (512, 128), (1024, 0), (1024, 128), (1024, 256)]
+#: CoNSeP test tiles whose top-left regions make the mosaic (3 x 3 regions, 2304 px at 40x).
+MOSAIC = [f"test_{k}" for k in range(1, 10)]
 
 
 def seam_splits(tiled: np.ndarray, whole: np.ndarray) -> int:
@@ -190,20 +192,24 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     model = load_model(STUDY_MODEL)
     test = import_consep256(args.consep, "test")
-    regions = {tile: tile_region(test, tile) for tile in REGIONS}
-    synthetic = synthetic_conic(1, 1024, seed=11, scheme=CONSEP)
-    images = [(tile, image, 0.25) for tile, (image, _) in regions.items()]
-    images.append(("synthetic 1024", np.asarray(synthetic.images[0]), 0.5))
+    mosaic, mosaic_labels = region_mosaic(test, MOSAIC, columns=3)
+    synthetic = synthetic_conic(1, 2048, seed=12, scheme=CONSEP)
+    images = [
+        ("CoNSeP mosaic", mosaic, 0.25),
+        ("synthetic 2048", np.asarray(synthetic.images[0]), 0.5),
+    ]
     # the same labels as perfect maps, read pointwise by the oracle (at 20x: no resampling)
-    labels = [(tile, halve_labels(label[None])[0]) for tile, (_, label) in regions.items()]
-    labels.append(("synthetic 1024", np.asarray(synthetic.labels[0])))
+    labels = [
+        ("CoNSeP mosaic", halve_labels(mosaic_labels[None])[0]),
+        ("synthetic 2048", np.asarray(synthetic.labels[0])),
+    ]
     encoded = [(name, encode_targets(label), 0.5) for name, label in labels]
     figures = {"machine": machine(), "threads": torch.get_num_threads(), "model": str(STUDY_MODEL)}
     figures["seams"] = seams(model, images, "trained model") + seams(
         oracle_model(CONSEP, 0.5), encoded, "perfect maps (oracle)"
     )
     image = large_image(args.side)
-    figures["stages"] = stages(model, image, 256, 64, 4)
+    figures["stages"] = stages(model, image, TILE_SIZE, OVERLAP, 2)
     print(figures["stages"])
     figures["end_to_end"] = [end_to_end(model, image, workers) for workers in (0, 1)]
     print(figures["end_to_end"])

@@ -262,8 +262,10 @@ def predict_labels(
 
 
 #: Default tile side and overlap of :func:`segment_image`, in px at the model's resolution
-#: (chosen in ``benchmarks/segment.py``: tiled nuclei then match whole-image nuclei).
-TILE_SIZE, OVERLAP = 256, 64
+#: (chosen in ``benchmarks/segment.py``). Large tiles matter beyond the overlap: HoVer-Net's
+#: post-processing min-max normalises its Sobel responses over whatever it is given, so the
+#: smaller the tile, the more its markers differ from the whole image's.
+TILE_SIZE, OVERLAP = 1024, 128
 
 #: The furthest an image's resolution may be from the model's (a factor either way).
 MAX_RESOLUTION_RATIO = 8.0
@@ -293,7 +295,7 @@ def segment_image(
     mpp: float,
     tile_size: int = TILE_SIZE,
     overlap: int = OVERLAP,
-    batch_size: int = 4,
+    batch_size: int = 2,
     device: torch.device | str = "auto",
     tta: bool = False,
     mixed_precision: bool = True,

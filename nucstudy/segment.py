@@ -129,7 +129,7 @@ class SegmentOptions:
 
     tile_size: int = TILE_SIZE
     overlap: int = OVERLAP
-    batch_size: int = 4
+    batch_size: int = 2
     device: str = "auto"
     tta: bool = False
     postprocess_workers: int = 0

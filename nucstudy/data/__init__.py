@@ -12,7 +12,13 @@ from nucstudy.data.conic import (
     save_conic,
     validate_labels,
 )
-from nucstudy.data.consep import CONSEP_MPP, import_consep256, tile_of, tile_region
+from nucstudy.data.consep import (
+    CONSEP_MPP,
+    import_consep256,
+    region_mosaic,
+    tile_of,
+    tile_region,
+)
 from nucstudy.data.dataset import NucleiDataset, make_loader
 from nucstudy.data.sources import open_source, parse_source
 from nucstudy.data.split import split_by_source
@@ -36,6 +42,7 @@ __all__ = [
     "make_targets",
     "open_source",
     "parse_source",
+    "region_mosaic",
     "save_conic",
     "split_by_source",
     "synthetic_conic",

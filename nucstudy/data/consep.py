@@ -192,3 +192,33 @@ def tile_region(data: ConicData, tile: str) -> tuple[np.ndarray, np.ndarray]:
         labels[window + (1,)] = patch[..., 1]
         next_id += int(inst.max(initial=0))
     return image, labels
+
+
+def region_mosaic(
+    data: ConicData, tiles: list[str], columns: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Regions of several tiles (:func:`tile_region`) laid out in a grid, row by row: a test
+    image larger than any CoNSeP tile, with instance ids unique across it.
+
+    Returns:
+        (image, labels): (rows x 768) x (columns x 768) x 3 uint8 and the matching x 2 int32
+        [instance, class], with rows = ceil(len(tiles) / columns); missing cells are white
+        glass with no nuclei.
+    """
+    regions = [tile_region(data, tile) for tile in tiles]
+    side = regions[0][0].shape[0]
+    rows = -(-len(regions) // columns)
+    image = np.full((rows * side, columns * side, 3), 242, np.uint8)
+    labels = np.zeros((rows * side, columns * side, 2), np.int32)
+    next_id = 0
+    for k, (region, label) in enumerate(regions):
+        window = np.s_[
+            (k // columns) * side : (k // columns + 1) * side,
+            (k % columns) * side : (k % columns + 1) * side,
+        ]
+        image[window] = region
+        inst = label[..., 0]
+        labels[window + (0,)] = np.where(inst > 0, inst + next_id, 0)
+        labels[window + (1,)] = label[..., 1]
+        next_id += int(inst.max(initial=0))
+    return image, labels
