@@ -126,7 +126,9 @@ def test_experiment_pages_read_as_a_report(built_book):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [f"notebooks/0{k}" for k in range(1, 9)])
+@pytest.mark.parametrize(
+    "name", [f"notebooks/{path.stem}" for path in sorted((REPO / "notebooks").glob("0*.ipynb"))]
+)
 def test_teaching_pages_show_exercises_with_solutions_hidden_until_clicked(built_book, name):
     html = (built_book / f"{name}.html").read_text()
     exercises = html.count('class="exercise admonition')
