@@ -24,7 +24,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +125,8 @@ def output_paths(out_dir: str | os.PathLike, stem: str) -> list[Path]:
 
 @dataclass
 class SegmentOptions:
-    """How :func:`segment_file` runs the model (see :func:`nucstudy.inference.segment_image`)."""
+    """How :func:`segment_file` runs the model: keyword arguments of
+    :func:`nucstudy.inference.segment_image`, with its defaults."""
 
     tile_size: int = TILE_SIZE
     overlap: int = OVERLAP
@@ -167,19 +168,7 @@ def segment_file(
     image = read_image(path)
     seconds["read"] = time.perf_counter() - start
     start = time.perf_counter()
-    nuclei = segment_image(
-        model,
-        image,
-        mpp,
-        tile_size=options.tile_size,
-        overlap=options.overlap,
-        batch_size=options.batch_size,
-        device=options.device,
-        tta=options.tta,
-        postprocess_workers=options.postprocess_workers,
-        progress=options.progress,
-        stain_normalise=options.stain_normalise,
-    )
+    nuclei = segment_image(model, image, mpp, **asdict(options))
     seconds["segment"] = time.perf_counter() - start
     start = time.perf_counter()
     table = nuclei_table(nuclei, model.scheme, mpp)

@@ -355,3 +355,14 @@ def test_tiles_normalised_with_the_whole_image_statistics_join_without_seams():
         reinhard_normalise(image[:, 128:], reference, source),
     ]
     assert np.array_equal(np.concatenate(halves, axis=1), whole)
+
+
+def test_segment_options_are_segment_image_keywords_with_its_defaults():
+    import inspect
+    from dataclasses import asdict
+
+    from nucstudy.segment import SegmentOptions
+
+    parameters = inspect.signature(segment_image).parameters
+    for name, value in asdict(SegmentOptions()).items():
+        assert parameters[name].default == value, name
