@@ -27,6 +27,7 @@ Every figure is one pass (these runs take seconds to minutes; a busy machine onl
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import multiprocessing
 import resource
@@ -41,7 +42,7 @@ from nucstudy.classes import CONSEP
 from nucstudy.data import import_consep256, region_mosaic, synthetic_conic
 from nucstudy.data.consep import halve_labels
 from nucstudy.data.tiles import rescale_image
-from nucstudy.export import label_tiff_bytes, nuclei_geojson, nuclei_table, overlay, png_bytes
+from nucstudy.export import nuclei_geojson, nuclei_table, overlay, png_bytes, write_label_tiff
 from nucstudy.inference import OVERLAP, TILE_SIZE, images_to_tensor, load_model, segment_image
 from nucstudy.io import atomic_write_text
 from nucstudy.methods import method_for
@@ -131,7 +132,7 @@ def stages(model, image: np.ndarray, tile_size: int, overlap: int, batch_size: i
     nuclei_table(nuclei, model.scheme, model.mpp).to_csv()
     json.dumps(nuclei_geojson(nuclei, model.scheme))
     png_bytes(overlay(image, nuclei, model.scheme))
-    label_tiff_bytes(nuclei.inst_map)
+    write_label_tiff(io.BytesIO(), nuclei.inst_map)
     seconds["export"] = time.perf_counter() - start
     megapixels = image.shape[0] * image.shape[1] / 1e6
     return {
@@ -168,7 +169,7 @@ def huge(side: int, queue) -> None:
     segmented = time.perf_counter()
     json.dumps(nuclei_geojson(nuclei, model.scheme))
     png_bytes(overlay(image, nuclei, model.scheme))
-    label_tiff_bytes(nuclei.inst_map)
+    write_label_tiff(io.BytesIO(), nuclei.inst_map)
     queue.put(
         {
             "side_px": side,

@@ -458,7 +458,9 @@ def _ood(args: argparse.Namespace) -> int:
 
 def _model_file(path: Path) -> Path:
     """A checkpoint named directly, or a run folder's ``checkpoints/best.pt``."""
-    return path / "checkpoints" / "best.pt" if path.is_dir() else path
+    from nucstudy.evaluate import run_checkpoint
+
+    return run_checkpoint(path) if path.is_dir() else path
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -51,6 +51,11 @@ def summarise_metrics(scores: dict[str, Any], scheme: ClassScheme) -> dict[str, 
     return {"overall": overall, "per_class": per_class}
 
 
+def run_checkpoint(run_dir: str | os.PathLike, which: str = "best") -> Path:
+    """The path of a run folder's ``which`` (``best`` or ``last``) checkpoint."""
+    return Path(run_dir) / "checkpoints" / f"{which}.pt"
+
+
 def load_run_model(run_dir: str | os.PathLike, which: str = "best") -> TrainedModel:
     """The trained model of a run folder, from its ``which`` (``best`` or ``last``) checkpoint.
 
@@ -61,7 +66,7 @@ def load_run_model(run_dir: str | os.PathLike, which: str = "best") -> TrainedMo
         raise ValueError(f"which must be 'best' or 'last', got {which!r}")
     if not (Path(run_dir) / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
-    return load_model(Path(run_dir) / "checkpoints" / f"{which}.pt")
+    return load_model(run_checkpoint(run_dir, which))
 
 
 def check_held_out(run_dir: str | os.PathLike, data: ConicData) -> None:

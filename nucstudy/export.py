@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -27,9 +28,8 @@ def nuclei_table(nuclei: Nuclei, scheme: ClassScheme, mpp: float) -> pd.DataFram
     ``area_um2``, the bounding box ``row_min``, ``col_min``, ``row_max``, ``col_max`` (px,
     max exclusive), ``class_id``, ``class_name`` and ``class_prob``."""
     table = nuclei.table().rename(columns={"area": "area_px"})
-    table.insert(table.columns.get_loc("area_px") + 1, "area_um2", table["area_px"] * mpp**2)
-    names = np.asarray(scheme.names)
-    table.insert(table.columns.get_loc("class_id") + 1, "class_name", names[nuclei.class_id])
+    table["area_um2"] = table["area_px"] * mpp**2
+    table["class_name"] = np.asarray(scheme.names)[nuclei.class_id]
     return table[
         [
             "id",
@@ -126,15 +126,10 @@ def png_bytes(image: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
-def label_tiff_bytes(inst_map: np.ndarray) -> bytes:
-    """An H x W instance map as a single-channel uint32 TIFF label image (zlib-compressed)."""
+def write_label_tiff(file: BinaryIO, inst_map: np.ndarray) -> None:
+    """Write an H x W instance map to ``file`` as a single-channel uint32 TIFF label image
+    (zlib-compressed). It is compressed in memory first: tifffile cannot write to a file
+    object opened on a bare descriptor, as atomic writes give."""
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, inst_map.astype(np.uint32), compression="zlib")
-    return buffer.getvalue()
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    """An array in NumPy's ``.npy`` format (no pickled objects)."""
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
+    file.write(buffer.getbuffer())

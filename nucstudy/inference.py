@@ -66,6 +66,15 @@ class TrainedModel:
 MODEL_KEYS = ("model", "config", "scheme", "mpp", "n_types", "epoch")
 
 
+def _trained_model_state(path: str | os.PathLike) -> dict:
+    """A checkpoint's contents, checked to hold what a trained model needs."""
+    state = load_checkpoint(path)
+    missing = [key for key in MODEL_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a trained-model checkpoint (no {', '.join(missing)})")
+    return state
+
+
 def load_model(path: str | os.PathLike) -> TrainedModel:
     """Restore a trained model from its checkpoint file alone, without its run folder.
 
@@ -78,11 +87,7 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
         nucstudy.checkpoint.CheckpointError: missing, modified or unsafe file, or one that
             lacks what a trained model needs.
     """
-    path = Path(path)
-    state = load_checkpoint(path)
-    missing = [key for key in MODEL_KEYS if key not in state]
-    if missing:
-        raise CheckpointError(f"{path}: not a trained-model checkpoint (no {', '.join(missing)})")
+    state = _trained_model_state(path)
     config = ExperimentConfig.from_dict(json.loads(state["config"]))
     network = build_model(config.model, n_types=int(state["n_types"]), **config.model_options)
     network.load_state_dict(state["model"])
@@ -120,10 +125,7 @@ def export_model(
     Raises:
         nucstudy.checkpoint.CheckpointError: the checkpoint is missing, unsafe or incomplete.
     """
-    state = load_checkpoint(checkpoint)
-    missing = [key for key in MODEL_KEYS if key not in state]
-    if missing:
-        raise CheckpointError(f"{checkpoint}: not a trained-model checkpoint (no {missing[0]})")
+    state = _trained_model_state(checkpoint)
     slim = {key: state[key] for key in MODEL_KEYS}
     if half:
         slim["model"] = {

@@ -32,7 +32,7 @@ from nucstudy.device import FastPath
 from nucstudy.instances import detections_to_labels, min_area_at
 from nucstudy.losses import HoVerNetLoss, SegmentationLoss
 from nucstudy.models import MODELS
-from nucstudy.postprocess import Nuclei, postprocess_batch, to_conic_labels
+from nucstudy.postprocess import Nuclei, postprocess_batch, to_conic_labels, vote_classes
 
 if TYPE_CHECKING:
     from nucstudy.classes import ClassScheme
@@ -84,11 +84,10 @@ class Method(ABC):
         with geometry and class; the class probability is NaN unless the method has one."""
         nuclei = []
         for label in self.to_labels(outputs, mpp, route):
-            inst_map = label[..., 0]
-            n = int(inst_map.max(initial=0))
-            class_id = np.zeros(n, np.int32)
-            class_id[inst_map[inst_map > 0] - 1] = label[..., 1][inst_map > 0]
-            nuclei.append(Nuclei.from_instances(inst_map, class_id, np.full(n, np.nan)))
+            class_id, _ = vote_classes(label[..., 0], label[..., 1])
+            nuclei.append(
+                Nuclei.from_instances(label[..., 0], class_id, np.full(len(class_id), np.nan))
+            )
         return nuclei
 
     def describe_postprocess(self, route: str) -> str:

@@ -11,6 +11,7 @@ For each image (PNG, JPEG or TIFF) :func:`segment_file` writes, into the output 
                               objects from file, or drag the file onto the image)
 ``<stem>_overlay.png``        the image with outlines in class colours
 ``<stem>_segment.json``       what was run: model, resolutions, tiling, nuclei, seconds per stage
+                              (read; segment; export: the table, GeoJSON and overlay)
 ============================  ==================================================================
 
 All of one image's files are written together, atomically, and an image whose files exist
@@ -33,12 +34,11 @@ from PIL import Image, UnidentifiedImageError
 
 from nucstudy.export import (
     geojson_bytes,
-    label_tiff_bytes,
-    npy_bytes,
     nuclei_geojson,
     nuclei_table,
     overlay,
     png_bytes,
+    write_label_tiff,
 )
 from nucstudy.inference import OVERLAP, TILE_SIZE, TrainedModel, segment_image
 from nucstudy.io import atomic_write_many
@@ -172,13 +172,9 @@ def segment_file(
     seconds["segment"] = time.perf_counter() - start
     start = time.perf_counter()
     table = nuclei_table(nuclei, model.scheme, mpp)
-    payloads = [
-        npy_bytes(np.stack([nuclei.inst_map, nuclei.class_map], axis=-1)),
-        label_tiff_bytes(nuclei.inst_map),
-        table.to_csv(index=False).encode("utf-8"),
-        geojson_bytes(nuclei_geojson(nuclei, model.scheme)),
-        png_bytes(overlay(image, nuclei, model.scheme)),
-    ]
+    table_csv = table.to_csv(index=False).encode("utf-8")
+    geojson = geojson_bytes(nuclei_geojson(nuclei, model.scheme))
+    overlay_png = png_bytes(overlay(image, nuclei, model.scheme))
     seconds["export"] = time.perf_counter() - start
     record = {
         "image": str(path),
@@ -197,13 +193,18 @@ def segment_file(
         "nuclei_per_class": table["class_name"].value_counts().sort_index().to_dict(),
         "seconds": {stage: round(value, 3) for stage, value in seconds.items()},
     }
-    payloads.append(json.dumps(record, indent=2).encode("utf-8"))
+    labels = np.stack([nuclei.inst_map, nuclei.class_map], axis=-1)
+    # the label maps are written straight into their files, the rest as encoded above
+    writers = [
+        lambda f: np.save(f, labels, allow_pickle=False),
+        lambda f: write_label_tiff(f, nuclei.inst_map),
+        lambda f: f.write(table_csv),
+        lambda f: f.write(geojson),
+        lambda f: f.write(overlay_png),
+        lambda f: f.write(json.dumps(record, indent=2).encode("utf-8")),
+    ]
     atomic_write_many(
-        out_dir,
-        {
-            target.name: (lambda f, data=data: f.write(data))
-            for target, data in zip(targets, payloads, strict=True)
-        },
+        out_dir, {target.name: write for target, write in zip(targets, writers, strict=True)}
     )
     return record
 

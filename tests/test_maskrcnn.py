@@ -58,6 +58,16 @@ def test_overlaps_go_to_the_higher_scoring_nucleus():
     assert (inst == 2).sum() == 36 - 9 and cls[0, 0] == 1
 
 
+def test_mask_rcnn_nuclei_carry_their_detection_classes_and_no_class_probability():
+    masks = np.stack([_square(12, 0, 0, 6), _square(12, 3, 3, 6)])
+    outputs = [(np.array([0.6, 0.9]), np.array([1, 2]), masks)]
+    (nuclei,) = MaskRCNNMethod().to_nuclei(outputs, mpp=0.5, route="native")
+    labels = MaskRCNNMethod().to_labels(outputs, mpp=0.5, route="native")[0]
+    assert (nuclei.inst_map == labels[..., 0]).all() and (nuclei.class_map == labels[..., 1]).all()
+    assert nuclei.class_id.tolist() == [2, 1] and nuclei.area.tolist() == [36, 27]
+    assert np.isnan(nuclei.class_prob).all()
+
+
 def test_score_and_mask_thresholds_and_small_remnants():
     masks = np.stack([_square(12, 0, 0, 4), _square(12, 6, 6, 4, 0.4), _square(12, 0, 8, 3)])
     labels = detections_to_labels(

@@ -154,6 +154,8 @@ def _rescue_vanished(original: np.ndarray, block_ids: np.ndarray, halved: np.nda
 #: squares without overlap, row by row (their shared edges continue each other); the other
 #: seven patches are further crops. :func:`tile_region` puts the grid back together.
 GRID_PATCHES = 3
+#: Grey of an empty slide, for the cells of a mosaic without a region.
+_GLASS = 242
 
 
 def tile_region(data: ConicData, tile: str) -> tuple[np.ndarray, np.ndarray]:
@@ -178,20 +180,8 @@ def tile_region(data: ConicData, tile: str) -> tuple[np.ndarray, np.ndarray]:
     missing = [name for name in wanted if name not in index]
     if missing:
         raise ValueError(f"tile {tile!r} lacks patch(es) {', '.join(missing)}")
-    side = data.images.shape[1]
-    image = np.zeros((GRID_PATCHES * side, GRID_PATCHES * side, 3), np.uint8)
-    labels = np.zeros((GRID_PATCHES * side, GRID_PATCHES * side, 2), np.int32)
-    next_id = 0
-    for k, name in enumerate(wanted):
-        row, col = divmod(k, GRID_PATCHES)
-        window = np.s_[row * side : (row + 1) * side, col * side : (col + 1) * side]
-        image[window] = data.images[index[name]]
-        patch = np.asarray(data.labels[index[name]])
-        inst = patch[..., 0]
-        labels[window + (0,)] = np.where(inst > 0, inst + next_id, 0)
-        labels[window + (1,)] = patch[..., 1]
-        next_id += int(inst.max(initial=0))
-    return image, labels
+    pieces = [(data.images[index[name]], np.asarray(data.labels[index[name]])) for name in wanted]
+    return _lay_out(pieces, GRID_PATCHES)
 
 
 def region_mosaic(
@@ -205,18 +195,23 @@ def region_mosaic(
         [instance, class], with rows = ceil(len(tiles) / columns); missing cells are white
         glass with no nuclei.
     """
-    regions = [tile_region(data, tile) for tile in tiles]
-    side = regions[0][0].shape[0]
-    rows = -(-len(regions) // columns)
-    image = np.full((rows * side, columns * side, 3), 242, np.uint8)
+    return _lay_out([tile_region(data, tile) for tile in tiles], columns)
+
+
+def _lay_out(
+    pieces: list[tuple[np.ndarray, np.ndarray]], columns: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Square (image, labels) pieces of one side placed in a grid, row by row, with instance
+    ids offset so that they stay unique; cells without a piece are glass."""
+    side = pieces[0][0].shape[0]
+    rows = -(-len(pieces) // columns)
+    image = np.full((rows * side, columns * side, 3), _GLASS, np.uint8)
     labels = np.zeros((rows * side, columns * side, 2), np.int32)
     next_id = 0
-    for k, (region, label) in enumerate(regions):
-        window = np.s_[
-            (k // columns) * side : (k // columns + 1) * side,
-            (k % columns) * side : (k % columns + 1) * side,
-        ]
-        image[window] = region
+    for k, (piece, label) in enumerate(pieces):
+        row, col = divmod(k, columns)
+        window = np.s_[row * side : (row + 1) * side, col * side : (col + 1) * side]
+        image[window] = piece
         inst = label[..., 0]
         labels[window + (0,)] = np.where(inst > 0, inst + next_id, 0)
         labels[window + (1,)] = label[..., 1]
