@@ -96,9 +96,20 @@ def _augmentation(run: Run) -> str:
         return "none"
     defaults = inspect.signature(build_augmentation).parameters
     return (
-        f"flips; rescale {defaults['scale'].default}, rotation {defaults['rotate'].default} "
+        f"flips; rescale {tuple(run.config.scale_range)}, rotation {defaults['rotate'].default} "
         f"deg (p 0.8); HSV shifts {defaults['hsv'].default} (p 0.8)"
     )
+
+
+def _stain(run: Run) -> str:
+    if not (run.config.augment and run.config.stain_augment):
+        return "none"
+    if run.config.stain_strength == "strong":
+        return (
+            "strong: HEStain on every patch (intensity x0.5-1.5, shift +-0.3), brightness and "
+            "contrast +-30 %, gamma 0.7-1.5 (p 0.8 each)"
+        )
+    return "HEStain (random preset stain matrices, p 0.5)"
 
 
 def _weights(run: Run) -> str:
@@ -206,7 +217,7 @@ ASPECTS: tuple[Aspect, ...] = (
     Aspect(
         "augmentation",
         "flips, rescale, rotation, random HSV (ranges not given)",
-        ("augment",),
+        ("augment", "scale_range"),
         _augmentation,
         lambda run: False,
         "the paper gives no ranges: these are the study's",
@@ -223,12 +234,8 @@ ASPECTS: tuple[Aspect, ...] = (
     Aspect(
         "stain augmentation",
         "none (random HSV only)",
-        ("stain_augment",),
-        lambda run: (
-            "HEStain (random preset stain matrices, p 0.5)"
-            if run.config.augment and run.config.stain_augment
-            else "none"
-        ),
+        ("stain_augment", "stain_strength"),
+        _stain,
         lambda run: not (run.config.augment and run.config.stain_augment),
         "added for tissue stained unlike the training set (the out-of-domain page)",
     ),

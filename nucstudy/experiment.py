@@ -39,6 +39,11 @@ from nucstudy.models import SIZE_MULTIPLE, model_option_problems
 from nucstudy.postprocess import ROUTES
 from nucstudy.validation import type_problems
 
+#: The strengths of stain augmentation (:func:`nucstudy.data.augment.build_augmentation`).
+STAIN_STRENGTHS = ("default", "strong")
+#: The default range of the random rescale factor (the paper gives none).
+SCALE_RANGE = (0.8, 1.25)
+
 CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE, PER_IMAGE_FILE, TRAINED_ON_FILE = (
     "config.json",
     "env.json",
@@ -88,6 +93,11 @@ class ExperimentConfig:
             context. See :func:`crop_side`.
         stain_augment: add stain augmentation (albumentations' ``HEStain``) to the paper's
             list, for tissue stained unlike the training set (not in the paper).
+        stain_strength: ``"default"`` (HEStain at albumentations' defaults, on half the
+            patches) or ``"strong"`` (every patch, the widest stain ranges, plus brightness,
+            contrast and gamma); see :func:`nucstudy.data.augment.build_augmentation`.
+        scale_range: (low, high) range of the random rescale factor, e.g. ``[0.5, 2.0]``
+            for nuclei up to twice as large or small as the training set's.
         epochs, batch_size, lr, weight_decay: optimisation (Adam).
         lr_milestones, lr_gamma: the learning rate is multiplied by ``lr_gamma`` at each
             milestone epoch.
@@ -125,6 +135,8 @@ class ExperimentConfig:
     crop_size: int | None = None
     crop_fraction: float | None = None
     stain_augment: bool = False
+    stain_strength: str = "default"
+    scale_range: list[float] = field(default_factory=lambda: list(SCALE_RANGE))
     epochs: int = 50
     batch_size: int = 32
     lr: float = 3e-4
@@ -157,6 +169,18 @@ class ExperimentConfig:
             problems.append(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
         if self.crop_size is not None and self.crop_size < 1:
             problems.append(f"crop_size must be >= 1, got {self.crop_size}")
+        if self.stain_strength not in STAIN_STRENGTHS:
+            problems.append(
+                f"stain_strength must be {' or '.join(map(repr, STAIN_STRENGTHS))}, "
+                f"got {self.stain_strength!r}"
+            )
+        if self.stain_strength != "default" and not self.stain_augment:
+            problems.append("stain_strength applies only with stain_augment: set it to true")
+        low_high = self.scale_range
+        if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1]:
+            problems.append(
+                f"scale_range must be [low, high] with 0 < low <= high, got {low_high}"
+            )
         if not 0 < self.test_fraction < 1:
             problems.append(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0 < self.val_fraction < 1:

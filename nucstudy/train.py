@@ -114,7 +114,14 @@ class Trainer:
         self.train_idx, self.val_idx = split_by_source(self.data, config.val_fraction, config.seed)
         self.crop = crop_side(config, min(self.data.images.shape[1:3]))
         augment = (
-            build_augmentation(self.crop, stain=config.stain_augment) if config.augment else None
+            build_augmentation(
+                self.crop,
+                scale=tuple(config.scale_range),
+                stain=config.stain_augment,
+                stain_strength=config.stain_strength,
+            )
+            if config.augment
+            else None
         )
         self.method = build_method(config, self.scheme)
         self.train_set = NucleiDataset(

@@ -50,6 +50,48 @@ def test_stain_augmentation_changes_colours_only_and_reproducibly(synthetic_smal
     assert differs >= 1
 
 
+def test_strong_stain_augmentation_recolours_every_patch_and_keeps_geometry(synthetic_small):
+    import albumentations as A
+
+    default = build_augmentation(stain=True)
+    strong = build_augmentation(stain=True, stain_strength="strong")
+    (stain_step,) = [step for step in strong.transforms if isinstance(step, A.HEStain)]
+    assert stain_step.p == 1.0 and stain_step.intensity_scale_range == (0.5, 1.5)
+    assert any(isinstance(step, A.RandomBrightnessContrast) for step in strong.transforms)
+    assert any(isinstance(step, A.RandomGamma) for step in strong.transforms)
+    assert not any(isinstance(step, A.RandomGamma) for step in default.transforms)
+    image, label = synthetic_small.images[0], synthetic_small.labels[0]
+    plain = build_augmentation()
+    for seed in range(4):
+        a_image, a_label = augment_pair(plain, image, label, seed)
+        b_image, b_label = augment_pair(strong, image, label, seed)
+        assert np.array_equal(b_label, a_label)  # the colour steps leave the geometry alone
+        assert not np.array_equal(a_image, b_image)  # every patch is recoloured
+        assert np.array_equal(augment_pair(strong, image, label, seed)[0], b_image)
+    with pytest.raises(ValueError, match="stain_strength must be 'default' or 'strong'"):
+        build_augmentation(stain=True, stain_strength="wild")
+
+
+def test_the_default_scale_range_is_the_configs():
+    import inspect
+
+    from nucstudy.experiment import SCALE_RANGE
+
+    default = inspect.signature(build_augmentation).parameters["scale"].default
+    assert default == SCALE_RANGE == tuple(preset("paper").scale_range)
+
+
+def test_the_trainer_rescales_over_the_configs_range(synthetic_small):
+    import albumentations as A
+
+    config = preset("smoke", stain_augment=True, stain_strength="strong", scale_range=[0.5, 2.0])
+    trainer = Trainer(config, data=synthetic_small)
+    steps = trainer.train_set.augment.transforms
+    (affine,) = [step for step in steps if isinstance(step, A.Affine)]
+    assert affine.scale == {"x": (0.5, 2.0), "y": (0.5, 2.0)}
+    assert any(isinstance(step, A.RandomGamma) for step in steps)
+
+
 def test_augmentation_is_reproducible_per_seed(synthetic_small):
     transform = build_augmentation()
     a = augment_pair(transform, synthetic_small.images[1], synthetic_small.labels[1], 7)

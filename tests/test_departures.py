@@ -42,6 +42,10 @@ def test_a_cpu_demo_run_on_consep_lists_its_departures():
     stained = departures_table([_run(config.replace(stain_augment=True), scheme="consep")])
     assert stained.loc["stain augmentation", "departs"] == "yes"
     assert "HEStain" in stained.loc["stain augmentation", "x"]
+    strong = config.replace(stain_augment=True, stain_strength="strong", scale_range=[0.5, 2.0])
+    strong_table = departures_table([_run(strong, scheme="consep")])
+    assert strong_table.loc["stain augmentation", "x"].startswith("strong: HEStain on every")
+    assert "rescale (0.5, 2.0)" in strong_table.loc["augmentation", "x"]
 
 
 def test_the_registry_runs_are_read(tmp_path):

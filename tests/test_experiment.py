@@ -26,6 +26,15 @@ def test_presets_differ_and_take_changes():
         preset("smoke", colour="red")
 
 
+def test_a_config_written_before_a_field_existed_loads_with_its_default(tmp_path):
+    values = preset("smoke").to_dict()
+    del values["stain_strength"], values["scale_range"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(values))
+    loaded = ExperimentConfig.load(path)
+    assert loaded.stain_strength == "default" and loaded.scale_range == [0.8, 1.25]
+
+
 def test_config_round_trip(tmp_path):
     config = preset("cpu-demo", class_weights=None, model_options={"width": 8, "use_ca": False})
     config.save(tmp_path / "config.json")
@@ -43,6 +52,11 @@ def test_config_round_trip(tmp_path):
         ({"class_weights": "inverse"}, "class_weights"),
         ({"loss": "focal"}, "loss"),
         ({"val_fraction": 1.0}, "val_fraction"),
+        ({"stain_augment": True, "stain_strength": "wild"}, "stain_strength must be"),
+        ({"stain_strength": "strong"}, "stain_strength applies only with stain_augment"),
+        ({"scale_range": [2.0, 0.5]}, "scale_range must be"),
+        ({"scale_range": [0.0, 1.0]}, "scale_range must be"),
+        ({"scale_range": [1.0]}, "scale_range must be"),
     ],
 )
 def test_invalid_configs_are_refused(change, message):

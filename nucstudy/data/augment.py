@@ -6,7 +6,8 @@ interpolation, so instance ids and class ids survive unchanged; areas brought in
 the patch are filled with white glass in the image and background in the labels. Stain
 augmentation (albumentations' ``HEStain``: the image's haematoxylin and eosin re-mixed with
 another stain matrix and intensity) is an option beyond the paper's list, for tissue and
-stains the training set does not cover.
+stains the training set does not cover; its ``"strong"`` form re-mixes every patch over
+albumentations' widest documented ranges and adds brightness, contrast and gamma changes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def build_augmentation(
     rotate: tuple[float, float] = (-180.0, 180.0),
     hsv: tuple[int, int, int] = (8, 20, 12),
     stain: bool = False,
+    stain_strength: str = "default",
 ) -> A.Compose:
     """The training augmentation pipeline.
 
@@ -35,6 +37,11 @@ def build_augmentation(
         stain: add ``HEStain`` before the HSV jitter: one of its preset stain matrices at
             random, stain intensities scaled by 0.7 to 1.3 and shifted by -0.2 to 0.2, with
             probability 0.5 (albumentations' defaults).
+        stain_strength: with ``stain``, ``"default"`` (above) or ``"strong"``: HEStain on
+            every patch with intensities scaled by 0.5 to 1.5 and shifted by -0.3 to 0.3 (the
+            widest ranges albumentations documents), then brightness and contrast changed by
+            up to 30 % and gamma 0.7 to 1.5, each with probability 0.8: sections paler,
+            darker or more saturated than the training set's.
 
     Returns:
         An albumentations Compose taking ``image`` (H x W x 3 uint8) and ``mask``
@@ -56,7 +63,20 @@ def build_augmentation(
     ]
     if crop_size is not None:
         steps.append(A.RandomCrop(height=crop_size, width=crop_size))
-    if stain:
+    if stain_strength not in ("default", "strong"):
+        raise ValueError(f"stain_strength must be 'default' or 'strong', got {stain_strength!r}")
+    if stain and stain_strength == "strong":
+        steps += [
+            A.HEStain(
+                method="random_preset",
+                intensity_scale_range=(0.5, 1.5),
+                intensity_shift_range=(-0.3, 0.3),
+                p=1.0,
+            ),
+            A.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3, p=0.8),
+            A.RandomGamma(gamma_limit=(70, 150), p=0.8),
+        ]
+    elif stain:
         steps.append(A.HEStain(method="random_preset", p=0.5))
     steps.append(
         A.HueSaturationValue(
