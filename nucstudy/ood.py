@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from nucstudy.classical import classical_segment
 from nucstudy.data.tiles import LabelledTile, resample_tile
+from nucstudy.experiment import ExperimentConfig
 from nucstudy.inference import TrainedModel, predict_labels
 from nucstudy.metrics import conic_metrics
 from nucstudy.stain import StainReference, reinhard_normalise, stain_reference
@@ -31,6 +32,7 @@ __all__ = [
     "model_segmenter",
     "ood_table",
     "run_stain_reference",
+    "stain_augmentation",
     "summarise_tiles",
 ]
 
@@ -140,6 +142,12 @@ CLASSICAL_ROW = "classical (colour deconvolution, Otsu, watershed)"
 MODEL_LABELS = {"seresunet": "SE-Res U-Net", "hovernet": "HoVer-Net", "maskrcnn": "Mask R-CNN"}
 
 
+def stain_augmentation(config: ExperimentConfig) -> str:
+    """How a run's training patches were recoloured: ``"none"``, or its stain strength
+    (``"default"`` or ``"strong"``, :func:`nucstudy.data.augment.build_augmentation`)."""
+    return config.stain_strength if config.augment and config.stain_augment else "none"
+
+
 def run_stain_reference(model: TrainedModel) -> StainReference:
     """The colour statistics of the training split a model was trained on (its config's
     source, at its training resolution): the target of its stain normalisation."""
@@ -170,7 +178,8 @@ def ood_table(
 
     Returns:
         (summary, per_tile): one row per segmenter with ``method``, ``run``, ``preset``,
-        ``trained on``, ``stain augmentation``, ``stain normalisation``, ``mpp`` and the
+        ``trained on``, ``stain augmentation`` (:func:`stain_augmentation`), ``scale range``
+        (of the training rescale, ``low-high``), ``stain normalisation``, ``mpp`` and the
         :func:`summarise_tiles` scores; and the per-tile rows behind them, keyed the same.
     """
     from nucstudy.evaluate import load_run_model
@@ -187,7 +196,8 @@ def ood_table(
             "run": "",
             "preset": "",
             "trained on": "nothing",
-            "stain augmentation": False,
+            "stain augmentation": "none",
+            "scale range": "",
             "stain normalisation": False,
             "mpp": mpp,
         }
@@ -201,7 +211,8 @@ def ood_table(
                 "run": str(run_dir),
                 "preset": model.config.preset,
                 "trained on": model.config.data,
-                "stain augmentation": bool(model.config.stain_augment),
+                "stain augmentation": stain_augmentation(model.config),
+                "scale range": "{:g}-{:g}".format(*model.config.scale_range),
                 "stain normalisation": bool(normalise),
                 "mpp": model.mpp,
             }

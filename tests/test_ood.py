@@ -159,6 +159,8 @@ def test_ood_command_writes_one_row_per_model_and_normalisation(tmp_path, train_
     summary = pd.read_csv(out)
     assert summary["method"].tolist()[0] == CLASSICAL_ROW
     assert summary["stain normalisation"].tolist() == [False, False, True]
+    assert summary["stain augmentation"].tolist() == ["none", "none", "none"]
+    assert summary["scale range"].fillna("").tolist() == ["", "0.8-1.25", "0.8-1.25"]
     assert (summary["nuclei true"] == 3).all()  # image02's nucleus counted at 20x
     assert summary.loc[0, "pq"] > 0.5  # the classical floor finds the purple disks
     per_tile = pd.read_csv(tmp_path / "ood" / "cpm_per_tile.csv")
@@ -187,3 +189,14 @@ def test_update_keeps_the_rows_there_and_adds_only_what_is_missing(tmp_path):
     assert main(["ood", "--tiles", str(folder), "--out", str(out), "--update"]) == 0
     assert out.read_text() == first  # the classical row is there: nothing scored again
     assert len(pd.read_csv(out)) == 1
+
+
+def test_stain_augmentation_names_how_a_run_recoloured_its_patches():
+    from nucstudy.experiment import preset
+    from nucstudy.ood import stain_augmentation
+
+    assert stain_augmentation(preset("smoke")) == "none"
+    assert stain_augmentation(preset("smoke", stain_augment=True)) == "default"
+    strong = preset("smoke", stain_augment=True, stain_strength="strong")
+    assert stain_augmentation(strong) == "strong"
+    assert stain_augmentation(strong.replace(augment=False)) == "none"
