@@ -12,6 +12,7 @@ Examples::
     nucstudy data synthetic --n 64 --out data/synthetic
     nucstudy data import-consep ../shared/data/consep256 --split test --out data/consep-test
     nucstudy data summary consep:../shared/data/consep256
+    nucstudy data sizes ../shared/data/cpm15 consep:../shared/data/consep256 --split train
 
 A bad argument or missing data is reported as one line on stderr with exit code 2;
 ``segment`` exits with 1 when some of its images failed (the others are written).
@@ -269,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     summary = tools.add_parser("summary", help="patches and nuclei per class of a data set")
     summary.add_argument("source", help="a CoNIC-layout folder, or synthetic / consep:<folder>")
     summary.add_argument("--split", default="train", choices=["train", "test"])
+    sizes = tools.add_parser(
+        "sizes", help="how large the nuclei of data sets are, in um (are yours the model's?)"
+    )
+    sizes.add_argument(
+        "sources", nargs="+", help="labelled-tiles folders, or synthetic / consep:<folder> / ..."
+    )
+    sizes.add_argument("--split", default="test", choices=["train", "test"])
+    sizes.add_argument("--out", type=Path, help="also write the table here (CSV)")
     return parser
 
 
@@ -521,6 +530,8 @@ def _data(args: argparse.Namespace) -> int:
     elif args.tool == "import-consep":
         data = import_consep256(args.src, args.split, resample=args.resample)
         print(f"wrote {len(data)} CoNSeP-256 {args.split} patches to {save_conic(data, args.out)}")
+    elif args.tool == "sizes":
+        _sizes(args)
     else:
         source = args.source
         if Path(source).is_dir():
@@ -535,6 +546,30 @@ def _data(args: argparse.Namespace) -> int:
         )
         print(table.to_string())
     return 0
+
+
+def _sizes(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from nucstudy.data.tiles import load_tiles, nucleus_sizes, tiles_from_source
+    from nucstudy.io import atomic_write_text
+
+    rows = []
+    for source in args.sources:
+        if ":" in source or source == "synthetic":
+            _check_source(source)
+            tiles, name = tiles_from_source(source, args.split), f"{source} ({args.split})"
+        else:
+            tiles, name = load_tiles(source), source
+        try:
+            rows.append({"data": name, **nucleus_sizes(tiles)})
+        except ValueError as error:
+            raise UsageError(f"{source}: {error}") from None
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False, float_format="{:.1f}".format))
+    if args.out is not None:
+        atomic_write_text(args.out, table.to_csv(index=False))
+        print(f"wrote {args.out}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -200,3 +200,30 @@ def test_stain_augmentation_names_how_a_run_recoloured_its_patches():
     strong = preset("smoke", stain_augment=True, stain_strength="strong")
     assert stain_augmentation(strong) == "strong"
     assert stain_augmentation(strong.replace(augment=False)) == "none"
+
+
+def test_nucleus_sizes_are_physical_and_leave_out_cut_nuclei():
+    from nucstudy.data.tiles import nucleus_sizes
+
+    # radius 8 px at 0.5 um/px and radius 16 px at 0.25 um/px: the same 4 um nucleus
+    at_20x = LabelledTile("a", *_disks((60, 60), [(30, 30), (2, 2)], 8), mpp=0.5)
+    at_40x = LabelledTile("b", *_disks((120, 120), [(60, 60)], 16), mpp=0.25)
+    sizes = nucleus_sizes([at_20x, at_40x])
+    assert sizes["nuclei"] == 2  # the nucleus cut by the top-left corner is left out
+    disc = np.pi * 4.0**2
+    assert sizes["area median"] == pytest.approx(disc, rel=0.05)
+    assert sizes["diameter median"] == pytest.approx(8.0, rel=0.03)
+    with pytest.raises(ValueError, match="no nucleus clear of the tiles' edges"):
+        nucleus_sizes([LabelledTile("c", *_disks((20, 20), [(1, 1)], 5), mpp=0.5)])
+
+
+def test_data_sizes_command_compares_sources(tmp_path, capsys):
+    tiles = [LabelledTile("image01", *_disks((70, 90), [(30, 30), (40, 70)], 9), mpp=0.5)]
+    folder = _tiles_folder(tmp_path / "tiles", tiles)
+    out = tmp_path / "sizes.csv"
+    assert main(["data", "sizes", str(folder), "synthetic", "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert table["data"].tolist() == [str(folder), "synthetic (test)"]
+    assert table.loc[0, "nuclei"] == 2 and (table["area median"] > 0).all()
+    assert main(["data", "sizes", "kaggle:x"]) == 2
+    assert "unknown data source" in capsys.readouterr().err
