@@ -11,6 +11,9 @@ RESULTS_DIR = REPO_ROOT / "results"
 #: The study's small trained model, committed for ``nucstudy segment`` and the teaching
 #: notebooks (trained on CoNSeP's training split; see ``results/models/README.md``).
 STUDY_MODEL = RESULTS_DIR / "models" / "consep-cpu-demo.pt"
+#: The same network trained with strong stain augmentation and a wider rescale: worse on
+#: CoNSeP, far better on tissue unlike it (the book's out-of-domain page).
+ROBUST_MODEL = RESULTS_DIR / "models" / "consep-cpu-demo-robust.pt"
 #: Where the study's CoNSeP-256 patches are found when nothing else is said.
 DEFAULT_CONSEP_DIR = REPO_ROOT.parent / "shared" / "data" / "consep256"
 

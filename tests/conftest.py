@@ -1,4 +1,5 @@
-"""Shared fixtures: small synthetic data sets and the location of the real CoNSeP patches."""
+"""Shared fixtures: small synthetic data sets and the locations of the real data (CoNSeP
+patches, CPM-15 test tiles)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from nucstudy.experiment import preset
 
 REPO = Path(__file__).resolve().parents[1]
 CONSEP_DIR = REPO.parent / "shared" / "data" / "consep256"
+CPM15_DIR = REPO.parent / "shared" / "data" / "cpm15"
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +27,14 @@ def consep_dir() -> Path:
     if not (CONSEP_DIR / "train" / "labels.npz").is_file():
         pytest.skip(f"CoNSeP-256 not found at {CONSEP_DIR}")
     return CONSEP_DIR
+
+
+@pytest.fixture(scope="session")
+def cpm15_dir() -> Path:
+    """The CPM-15 test tiles beside the repository; tests using them are skipped without."""
+    if not (CPM15_DIR / "labels.npz").is_file():
+        pytest.skip(f"CPM-15 not found at {CPM15_DIR}")
+    return CPM15_DIR
 
 
 @pytest.fixture(scope="session")
