@@ -24,7 +24,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from nucstudy.experiment import CONFIG_FILE, PRESETS, ExperimentConfig, preset
 from nucstudy.methods import OWN_TRAINING
 from nucstudy.postprocess import ROUTES
 from nucstudy.segment import SegmentOptions
+
+if TYPE_CHECKING:
+    from nucstudy.data.tiles import LabelledTile
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -429,7 +432,6 @@ def _table1(args: argparse.Namespace) -> int:
 def _ood(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from nucstudy.data.tiles import load_tiles, tiles_from_source
     from nucstudy.io import atomic_write_text
     from nucstudy.ood import ood_table
 
@@ -439,11 +441,7 @@ def _ood(args: argparse.Namespace) -> int:
     if not args.run_dirs and args.no_classical:
         raise UsageError("nothing to score: give run folders or keep the classical row")
     normalise = {"both": (False, True), "no": (False,), "yes": (True,)}[args.stain_normalise]
-    if ":" in args.tiles or args.tiles == "synthetic":
-        _check_source(args.tiles)
-        tiles = tiles_from_source(args.tiles)
-    else:
-        tiles = load_tiles(args.tiles)
+    tiles = _read_tiles(args.tiles)
     per_tile_path = args.out.with_name(f"{args.out.stem}_per_tile{args.out.suffix}")
     kept = [pd.DataFrame(), pd.DataFrame()]
     run_dirs, classical = list(args.run_dirs), not args.no_classical
@@ -548,19 +546,31 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_source(spec: str) -> bool:
+    """Whether ``spec`` names a data source (``synthetic``, ``consep:...``), not a folder."""
+    return ":" in spec or spec == "synthetic"
+
+
+def _read_tiles(spec: str, split: str = "test") -> list[LabelledTile]:
+    """Labelled tiles from a labelled-tiles folder, or from a data source's ``split``."""
+    from nucstudy.data.tiles import load_tiles, tiles_from_source
+
+    if _is_source(spec):
+        _check_source(spec)
+        return tiles_from_source(spec, split)
+    return load_tiles(spec)
+
+
 def _sizes(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from nucstudy.data.tiles import load_tiles, nucleus_sizes, tiles_from_source
+    from nucstudy.data.tiles import nucleus_sizes
     from nucstudy.io import atomic_write_text
 
     rows = []
     for source in args.sources:
-        if ":" in source or source == "synthetic":
-            _check_source(source)
-            tiles, name = tiles_from_source(source, args.split), f"{source} ({args.split})"
-        else:
-            tiles, name = load_tiles(source), source
+        tiles = _read_tiles(source, args.split)
+        name = f"{source} ({args.split})" if _is_source(source) else source
         try:
             rows.append({"data": name, **nucleus_sizes(tiles)})
         except ValueError as error:

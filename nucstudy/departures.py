@@ -101,15 +101,14 @@ def _augmentation(run: Run) -> str:
     )
 
 
-def _stain(run: Run) -> str:
-    if not (run.config.augment and run.config.stain_augment):
-        return "none"
-    if run.config.stain_strength == "strong":
-        return (
-            "strong: HEStain on every patch (intensity x0.5-1.5, shift +-0.3), brightness and "
-            "contrast +-30 %, gamma 0.7-1.5 (p 0.8 each)"
-        )
-    return "HEStain (random preset stain matrices, p 0.5)"
+_STAIN_TEXT = {
+    "none": "none",
+    "default": "HEStain (random preset stain matrices, p 0.5)",
+    "strong": (
+        "strong: HEStain on every patch (intensity x0.5-1.5, shift +-0.3), brightness and "
+        "contrast +-30 %, gamma 0.7-1.5 (p 0.8 each)"
+    ),
+}
 
 
 def _weights(run: Run) -> str:
@@ -235,8 +234,8 @@ ASPECTS: tuple[Aspect, ...] = (
         "stain augmentation",
         "none (random HSV only)",
         ("stain_augment", "stain_strength"),
-        _stain,
-        lambda run: not (run.config.augment and run.config.stain_augment),
+        lambda run: _STAIN_TEXT[run.config.stain_augmentation_used],
+        lambda run: run.config.stain_augmentation_used == "none",
         "added for tissue stained unlike the training set (the out-of-domain page)",
     ),
     Aspect(

@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from nucstudy.data.augment import SCALE_RANGE, STAIN_STRENGTHS
 from nucstudy.data.conic import ConicData
 from nucstudy.data.sources import open_source, parse_source
 from nucstudy.io import atomic_write_text
@@ -38,11 +39,6 @@ from nucstudy.methods import LOSSES_OF_MODEL
 from nucstudy.models import SIZE_MULTIPLE, model_option_problems
 from nucstudy.postprocess import ROUTES
 from nucstudy.validation import type_problems
-
-#: The strengths of stain augmentation (:func:`nucstudy.data.augment.build_augmentation`).
-STAIN_STRENGTHS = ("default", "strong")
-#: The default range of the random rescale factor (the paper gives none).
-SCALE_RANGE = (0.8, 1.25)
 
 CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE, PER_IMAGE_FILE, TRAINED_ON_FILE = (
     "config.json",
@@ -214,6 +210,12 @@ class ExperimentConfig:
                 problems.append(str(error))
         if problems:
             raise ValueError("invalid experiment config: " + "; ".join(problems))
+
+    @property
+    def stain_augmentation_used(self) -> str:
+        """How the training patches were recoloured: ``"none"`` (no stain augmentation, or
+        no augmentation at all), or the stain strength (``"default"`` or ``"strong"``)."""
+        return self.stain_strength if self.augment and self.stain_augment else "none"
 
     @property
     def run_dir(self) -> Path:

@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from nucstudy.classical import classical_segment
 from nucstudy.data.tiles import LabelledTile, resample_tile
-from nucstudy.experiment import ExperimentConfig
 from nucstudy.inference import TrainedModel, predict_labels
 from nucstudy.metrics import conic_metrics
 from nucstudy.stain import StainReference, reinhard_normalise, stain_reference
@@ -32,7 +31,6 @@ __all__ = [
     "model_segmenter",
     "ood_table",
     "run_stain_reference",
-    "stain_augmentation",
     "summarise_tiles",
 ]
 
@@ -142,12 +140,6 @@ CLASSICAL_ROW = "classical (colour deconvolution, Otsu, watershed)"
 MODEL_LABELS = {"seresunet": "SE-Res U-Net", "hovernet": "HoVer-Net", "maskrcnn": "Mask R-CNN"}
 
 
-def stain_augmentation(config: ExperimentConfig) -> str:
-    """How a run's training patches were recoloured: ``"none"``, or its stain strength
-    (``"default"`` or ``"strong"``, :func:`nucstudy.data.augment.build_augmentation`)."""
-    return config.stain_strength if config.augment and config.stain_augment else "none"
-
-
 def run_stain_reference(model: TrainedModel) -> StainReference:
     """The colour statistics of the training split a model was trained on (its config's
     source, at its training resolution): the target of its stain normalisation."""
@@ -178,7 +170,8 @@ def ood_table(
 
     Returns:
         (summary, per_tile): one row per segmenter with ``method``, ``run``, ``preset``,
-        ``trained on``, ``stain augmentation`` (:func:`stain_augmentation`), ``scale range``
+        ``trained on``, ``stain augmentation``
+        (:attr:`~nucstudy.experiment.ExperimentConfig.stain_augmentation_used`), ``scale range``
         (of the training rescale, ``low-high``), ``stain normalisation``, ``mpp`` and the
         :func:`summarise_tiles` scores; and the per-tile rows behind them, keyed the same.
     """
@@ -211,7 +204,7 @@ def ood_table(
                 "run": str(run_dir),
                 "preset": model.config.preset,
                 "trained on": model.config.data,
-                "stain augmentation": stain_augmentation(model.config),
+                "stain augmentation": model.config.stain_augmentation_used,
                 "scale range": "{:g}-{:g}".format(*model.config.scale_range),
                 "stain normalisation": bool(normalise),
                 "mpp": model.mpp,

@@ -191,15 +191,14 @@ def test_update_keeps_the_rows_there_and_adds_only_what_is_missing(tmp_path):
     assert len(pd.read_csv(out)) == 1
 
 
-def test_stain_augmentation_names_how_a_run_recoloured_its_patches():
+def test_stain_augmentation_used_names_how_a_run_recoloured_its_patches():
     from nucstudy.experiment import preset
-    from nucstudy.ood import stain_augmentation
 
-    assert stain_augmentation(preset("smoke")) == "none"
-    assert stain_augmentation(preset("smoke", stain_augment=True)) == "default"
+    assert preset("smoke").stain_augmentation_used == "none"
+    assert preset("smoke", stain_augment=True).stain_augmentation_used == "default"
     strong = preset("smoke", stain_augment=True, stain_strength="strong")
-    assert stain_augmentation(strong) == "strong"
-    assert stain_augmentation(strong.replace(augment=False)) == "none"
+    assert strong.stain_augmentation_used == "strong"
+    assert strong.replace(augment=False).stain_augmentation_used == "none"
 
 
 def test_nucleus_sizes_are_physical_and_leave_out_cut_nuclei():

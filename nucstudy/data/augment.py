@@ -17,11 +17,15 @@ import cv2
 import numpy as np
 
 GLASS_RGB = (242, 240, 245)  # the colour of an empty slide, used to fill warped-in corners
+#: The default range of the random rescale factor (the paper gives none).
+SCALE_RANGE = (0.8, 1.25)
+#: The strengths of stain augmentation (see :func:`build_augmentation`).
+STAIN_STRENGTHS = ("default", "strong")
 
 
 def build_augmentation(
     crop_size: int | None = None,
-    scale: tuple[float, float] = (0.8, 1.25),
+    scale: tuple[float, float] = SCALE_RANGE,
     rotate: tuple[float, float] = (-180.0, 180.0),
     hsv: tuple[int, int, int] = (8, 20, 12),
     stain: bool = False,
@@ -63,8 +67,11 @@ def build_augmentation(
     ]
     if crop_size is not None:
         steps.append(A.RandomCrop(height=crop_size, width=crop_size))
-    if stain_strength not in ("default", "strong"):
-        raise ValueError(f"stain_strength must be 'default' or 'strong', got {stain_strength!r}")
+    if stain_strength not in STAIN_STRENGTHS:
+        raise ValueError(
+            f"stain_strength must be {' or '.join(map(repr, STAIN_STRENGTHS))}, "
+            f"got {stain_strength!r}"
+        )
     if stain and stain_strength == "strong":
         steps += [
             A.HEStain(
