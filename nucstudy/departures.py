@@ -110,6 +110,12 @@ _STAIN_TEXT = {
     ),
 }
 
+#: How each of ``ExperimentConfig.extra_augment``'s names reads in the table.
+_EXTRA_TEXT = {
+    "blur_noise": "Gaussian or median blur (p 0.3), Gaussian noise (p 0.3)",
+    "grayscale": "grayscale (p 0.2)",
+}
+
 
 def _weights(run: Run) -> str:
     weights = run.config.class_weights
@@ -237,6 +243,19 @@ ASPECTS: tuple[Aspect, ...] = (
         lambda run: _STAIN_TEXT[run.config.stain_augmentation_used],
         lambda run: run.config.stain_augmentation_used == "none",
         "added for tissue stained unlike the training set (the out-of-domain page)",
+    ),
+    Aspect(
+        "blur, noise, grayscale",
+        "none",
+        ("extra_augment",),
+        lambda run: (
+            ", ".join(_EXTRA_TEXT[name] for name in run.config.extra_augment)
+            if run.config.augment and run.config.extra_augment
+            else "none"
+        ),
+        lambda run: not (run.config.augment and run.config.extra_augment),
+        "tried for tissue whose background the training set does not show (the "
+        "out-of-domain page)",
     ),
     Aspect(
         "TP class weights",

@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from nucstudy.data.augment import SCALE_RANGE, STAIN_STRENGTHS
+from nucstudy.data.augment import EXTRA_AUGMENTS, SCALE_RANGE, STAIN_STRENGTHS
 from nucstudy.data.conic import ConicData
 from nucstudy.data.sources import open_source, parse_source
 from nucstudy.io import atomic_write_text
@@ -94,6 +94,9 @@ class ExperimentConfig:
             contrast and gamma); see :func:`nucstudy.data.augment.build_augmentation`.
         scale_range: (low, high) range of the random rescale factor, e.g. ``[0.5, 2.0]``
             for nuclei up to twice as large or small as the training set's.
+        extra_augment: optional augmentations beyond the paper's list and stain, any of
+            ``"blur_noise"`` and ``"grayscale"`` (not in the paper); see
+            :func:`nucstudy.data.augment.build_augmentation`.
         epochs, batch_size, lr, weight_decay: optimisation (Adam).
         lr_milestones, lr_gamma: the learning rate is multiplied by ``lr_gamma`` at each
             milestone epoch.
@@ -133,6 +136,7 @@ class ExperimentConfig:
     stain_augment: bool = False
     stain_strength: str = "default"
     scale_range: list[float] = field(default_factory=lambda: list(SCALE_RANGE))
+    extra_augment: list[str] = field(default_factory=list)
     epochs: int = 50
     batch_size: int = 32
     lr: float = 3e-4
@@ -177,6 +181,14 @@ class ExperimentConfig:
             problems.append(
                 f"scale_range must be [low, high] with 0 < low <= high, got {low_high}"
             )
+        unknown = sorted(set(self.extra_augment) - set(EXTRA_AUGMENTS))
+        if unknown:
+            problems.append(
+                f"extra_augment must list only {' and '.join(map(repr, EXTRA_AUGMENTS))}, "
+                f"got {unknown}"
+            )
+        if self.extra_augment and not self.augment:
+            problems.append("extra_augment applies only with augment: set it to true")
         if not 0 < self.test_fraction < 1:
             problems.append(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0 < self.val_fraction < 1:

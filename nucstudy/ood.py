@@ -45,8 +45,11 @@ def agnostic_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     """Class-agnostic PQ, AJI and Dice of one H x W instance map against the truth.
 
     Both maps are integer H x W, 0 background; their classes are ignored. Returns ``pq``,
-    ``aji``, ``dice`` (NaN where undefined, e.g. no nucleus on either side), and the numbers
-    of nuclei ``predicted`` and ``true``.
+    ``aji``, ``dice``; PQ's two factors ``dq`` (detection quality: matches over matches plus
+    half the misses and false nuclei) and ``sq`` (mean IoU of the matches); ``pixel
+    precision``, the share of the predicted nuclear pixels that lie in a true nucleus (low
+    where background is taken for nuclei); all NaN where undefined, e.g. no nucleus on
+    either side; and the numbers of nuclei ``predicted`` and ``true``.
     """
     if pred.shape != true.shape or pred.ndim != 2:
         raise ValueError(
@@ -57,10 +60,19 @@ def agnostic_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     ]
     scores = conic_metrics(maps[0], maps[1], "consep")
     row = scores["per_image"].iloc[0]
+    parts = next(iter(scores["per_class"].values()))
+    predicted_pixels = int((pred > 0).sum())
     return {
         "pq": float(row["pq"]),
         "aji": float(row["aji"]),
         "dice": float(row["dice"]),
+        "dq": float(parts["dq"]),
+        "sq": float(parts["sq"]),
+        "pixel precision": (
+            float(((pred > 0) & (true > 0)).sum() / predicted_pixels)
+            if predicted_pixels
+            else float("nan")
+        ),
         "predicted": int(np.unique(pred[pred > 0]).size),
         "true": int(np.unique(true[true > 0]).size),
     }
@@ -123,11 +135,13 @@ def evaluate_tiles(
 
 
 def summarise_tiles(per_tile: pd.DataFrame) -> dict[str, float]:
-    """Mean PQ, AJI and Dice over tiles (NaN ignored) and the nuclei predicted and true."""
+    """Mean PQ, AJI, Dice, DQ, SQ and pixel precision over tiles (NaN ignored), and the
+    nuclei predicted and true."""
     return {
-        "pq": float(per_tile["pq"].mean()),
-        "aji": float(per_tile["aji"].mean()),
-        "dice": float(per_tile["dice"].mean()),
+        **{
+            metric: float(per_tile[metric].mean())
+            for metric in ("pq", "aji", "dice", "dq", "sq", "pixel precision")
+        },
         "nuclei predicted": int(per_tile["predicted"].sum()),
         "nuclei true": int(per_tile["true"].sum()),
         "tiles": len(per_tile),

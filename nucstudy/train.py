@@ -119,6 +119,7 @@ class Trainer:
                 scale=tuple(config.scale_range),
                 stain=config.stain_augment,
                 stain_strength=config.stain_strength,
+                extra=tuple(config.extra_augment),
             )
             if config.augment
             else None

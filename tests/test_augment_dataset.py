@@ -72,6 +72,29 @@ def test_strong_stain_augmentation_recolours_every_patch_and_keeps_geometry(synt
         build_augmentation(stain=True, stain_strength="wild")
 
 
+def test_blur_noise_and_grayscale_change_the_image_and_keep_the_geometry(synthetic_small):
+    import albumentations as A
+
+    image, label = synthetic_small.images[0], synthetic_small.labels[0]
+    plain = build_augmentation()
+    blurred = build_augmentation(extra=("blur_noise",))
+    assert any(isinstance(step, A.GaussNoise) for step in blurred.transforms)
+    gray = build_augmentation(extra=("grayscale",))
+    changed = {"blur_noise": 0, "grayscale": 0}
+    for seed in range(12):
+        a_image, a_label = augment_pair(plain, image, label, seed)
+        for name, transform in (("blur_noise", blurred), ("grayscale", gray)):
+            b_image, b_label = augment_pair(transform, image, label, seed)
+            assert np.array_equal(b_label, a_label)  # the geometry is the plain pipeline's
+            changed[name] += not np.array_equal(a_image, b_image)
+            if name == "grayscale" and not np.array_equal(a_image, b_image):
+                assert np.array_equal(b_image[..., 0], b_image[..., 1])  # gray, 3 channels
+    # each step has probability 0.2 to 0.5 of firing: a dozen patches see some, not all
+    assert 0 < changed["blur_noise"] < 12 and 0 < changed["grayscale"] < 12
+    with pytest.raises(ValueError, match="extra augmentations must be among"):
+        build_augmentation(extra=("sharpen",))
+
+
 def test_the_default_scale_range_is_the_configs():
     import inspect
 
@@ -90,6 +113,9 @@ def test_the_trainer_rescales_over_the_configs_range(synthetic_small):
     (affine,) = [step for step in steps if isinstance(step, A.Affine)]
     assert affine.scale == {"x": (0.5, 2.0), "y": (0.5, 2.0)}
     assert any(isinstance(step, A.RandomGamma) for step in steps)
+    gray = Trainer(config.replace(extra_augment=["grayscale"]), data=synthetic_small)
+    assert any(isinstance(step, A.ToGray) for step in gray.train_set.augment.transforms)
+    assert not any(isinstance(step, A.ToGray) for step in steps)
 
 
 def test_augmentation_is_reproducible_per_seed(synthetic_small):

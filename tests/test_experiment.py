@@ -57,6 +57,8 @@ def test_config_round_trip(tmp_path):
         ({"scale_range": [2.0, 0.5]}, "scale_range must be"),
         ({"scale_range": [0.0, 1.0]}, "scale_range must be"),
         ({"scale_range": [1.0]}, "scale_range must be"),
+        ({"extra_augment": ["sharpen"]}, "extra_augment must list only"),
+        ({"extra_augment": ["grayscale"], "augment": False}, "extra_augment applies only"),
     ],
 )
 def test_invalid_configs_are_refused(change, message):

@@ -49,6 +49,20 @@ def test_classical_finds_separate_nuclei_at_either_resolution():
         assert agnostic_scores(found, labels)["predicted"] == 3
 
 
+def test_pq_splits_into_detection_and_segmentation_and_counts_flooded_background():
+    _, labels = _disks((64, 96), [(20, 20), (40, 70)], radius=8)
+    flooded = labels.copy()
+    flooded[flooded == 2] = 0
+    flooded[:, 50:] = np.where(flooded[:, 50:] == 0, 2, flooded[:, 50:])  # a background blob
+    scores = agnostic_scores(flooded, labels)
+    assert scores["sq"] == pytest.approx(1.0) and scores["dq"] == pytest.approx(0.5)
+    assert scores["pq"] == pytest.approx(scores["dq"] * scores["sq"])
+    # the blob swallows the second nucleus: its pixels count as found, the rest do not
+    nuclear = (labels > 0).sum()
+    assert scores["pixel precision"] == pytest.approx(nuclear / (flooded > 0).sum())
+    assert np.isnan(agnostic_scores(np.zeros_like(labels), labels)["pixel precision"])
+
+
 def test_classical_splits_touching_nuclei_and_ignores_blank_images():
     image, _ = _disks((64, 96), [(32, 30), (32, 54)], radius=12)  # overlapping disks
     mask = (image == PURPLE).all(axis=-1)

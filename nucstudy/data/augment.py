@@ -8,6 +8,9 @@ augmentation (albumentations' ``HEStain``: the image's haematoxylin and eosin re
 another stain matrix and intensity) is an option beyond the paper's list, for tissue and
 stains the training set does not cover; its ``"strong"`` form re-mixes every patch over
 albumentations' widest documented ranges and adds brightness, contrast and gamma changes.
+Two more options beyond the paper, also for unseen tissue (:data:`EXTRA_AUGMENTS`): blur
+and noise (HoVer-Net's own training pipeline has both), and grayscale patches, which leave
+the network only brightness and shape to tell nuclei by.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ GLASS_RGB = (242, 240, 245)  # the colour of an empty slide, used to fill warped
 SCALE_RANGE = (0.8, 1.25)
 #: The strengths of stain augmentation (see :func:`build_augmentation`).
 STAIN_STRENGTHS = ("default", "strong")
+#: The optional augmentations beyond the paper's list and stain (see :func:`build_augmentation`).
+EXTRA_AUGMENTS = ("blur_noise", "grayscale")
 
 
 def build_augmentation(
@@ -30,6 +35,7 @@ def build_augmentation(
     hsv: tuple[int, int, int] = (8, 20, 12),
     stain: bool = False,
     stain_strength: str = "default",
+    extra: tuple[str, ...] = (),
 ) -> A.Compose:
     """The training augmentation pipeline.
 
@@ -46,6 +52,11 @@ def build_augmentation(
             widest ranges albumentations documents), then brightness and contrast changed by
             up to 30 % and gamma 0.7 to 1.5, each with probability 0.8: sections paler,
             darker or more saturated than the training set's.
+        extra: any of :data:`EXTRA_AUGMENTS`, applied after the colour changes:
+            ``"blur_noise"``: a Gaussian (3 or 5 px) or median (3 or 5 px) blur with
+            probability 0.3, then Gaussian noise (standard deviation 2 % to 8 % of the
+            range) with probability 0.3; ``"grayscale"``: the patch turned to gray (kept as
+            three channels) with probability 0.2.
 
     Returns:
         An albumentations Compose taking ``image`` (H x W x 3 uint8) and ``mask``
@@ -90,6 +101,18 @@ def build_augmentation(
             hue_shift_limit=hsv[0], sat_shift_limit=hsv[1], val_shift_limit=hsv[2], p=0.8
         )
     )
+    unknown = sorted(set(extra) - set(EXTRA_AUGMENTS))
+    if unknown:
+        raise ValueError(f"extra augmentations must be among {EXTRA_AUGMENTS}, got {unknown}")
+    if "blur_noise" in extra:
+        steps += [
+            A.OneOf(
+                [A.GaussianBlur(blur_limit=(3, 5)), A.MedianBlur(blur_limit=(3, 5))], p=0.3
+            ),
+            A.GaussNoise(std_range=(0.02, 0.08), p=0.3),
+        ]
+    if "grayscale" in extra:
+        steps.append(A.ToGray(num_output_channels=3, p=0.2))
     return A.Compose(steps)
 
 
