@@ -106,9 +106,7 @@ def build_augmentation(
         raise ValueError(f"extra augmentations must be among {EXTRA_AUGMENTS}, got {unknown}")
     if "blur_noise" in extra:
         steps += [
-            A.OneOf(
-                [A.GaussianBlur(blur_limit=(3, 5)), A.MedianBlur(blur_limit=(3, 5))], p=0.3
-            ),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MedianBlur(blur_limit=(3, 5))], p=0.3),
             A.GaussNoise(std_range=(0.02, 0.08), p=0.3),
         ]
     if "grayscale" in extra:
