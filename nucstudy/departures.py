@@ -258,6 +258,19 @@ ASPECTS: tuple[Aspect, ...] = (
         "out-of-domain page)",
     ),
     Aspect(
+        "synthetic training patches",
+        "none",
+        ("synthetic_mix",),
+        lambda run: (
+            f"{run.config.synthetic_mix:g} synthetic patch(es) per real training patch"
+            if run.config.synthetic_mix
+            else "none"
+        ),
+        lambda run: not run.config.synthetic_mix,
+        "tried for tissue unlike the training set: the procedural generator's stains and "
+        "nuclei beside the real patches (the out-of-domain page)",
+    ),
+    Aspect(
         "TP class weights",
         "epithelial 2, lymphocyte 2, plasma 3, eosinophil 4, neutrophil 4, connective 2, "
         "background 1",

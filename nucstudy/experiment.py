@@ -97,6 +97,11 @@ class ExperimentConfig:
         extra_augment: optional augmentations beyond the paper's list and stain, any of
             ``"blur_noise"`` and ``"grayscale"`` (not in the paper); see
             :func:`nucstudy.data.augment.build_augmentation`.
+        synthetic_mix: synthetic patches added to the training side of the split, as a
+            share of its real patches (0: none; 1: as many synthetic as real). They are
+            generated in the data's class scheme and patch size at its resolution (20x),
+            seeded by ``seed``, and never reach validation or test (not in the paper; for
+            tissue unlike the training set, the out-of-domain page).
         epochs, batch_size, lr, weight_decay: optimisation (Adam).
         lr_milestones, lr_gamma: the learning rate is multiplied by ``lr_gamma`` at each
             milestone epoch.
@@ -137,6 +142,7 @@ class ExperimentConfig:
     stain_strength: str = "default"
     scale_range: list[float] = field(default_factory=lambda: list(SCALE_RANGE))
     extra_augment: list[str] = field(default_factory=list)
+    synthetic_mix: float = 0.0
     epochs: int = 50
     batch_size: int = 32
     lr: float = 3e-4
@@ -189,6 +195,10 @@ class ExperimentConfig:
             )
         if self.extra_augment and not self.augment:
             problems.append("extra_augment applies only with augment: set it to true")
+        if self.synthetic_mix < 0:
+            problems.append(f"synthetic_mix must be >= 0, got {self.synthetic_mix}")
+        if self.synthetic_mix and self.data.partition(":")[0] == "synthetic":
+            problems.append("synthetic_mix adds synthetic patches to real data; data is synthetic")
         if not 0 < self.test_fraction < 1:
             problems.append(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0 < self.val_fraction < 1:

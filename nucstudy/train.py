@@ -47,6 +47,7 @@ from nucstudy.data import (
     NucleiDataset,
     build_augmentation,
     make_loader,
+    mix_synthetic,
     split_by_source,
 )
 from nucstudy.device import FastPath, choose_fast_path, loader_workers, resolve_device
@@ -112,6 +113,10 @@ class Trainer:
         self.data = data if data is not None else config.open_data("train")
         self.scheme = self.data.scheme
         self.train_idx, self.val_idx = split_by_source(self.data, config.val_fraction, config.seed)
+        if config.synthetic_mix:
+            self.data, self.train_idx = mix_synthetic(
+                self.data, self.train_idx, config.synthetic_mix, config.seed
+            )
         self.crop = crop_side(config, min(self.data.images.shape[1:3]))
         augment = (
             build_augmentation(

@@ -24,7 +24,7 @@ def test_a_paper_run_on_conic_on_a_gpu_departs_only_where_the_paper_is_silent():
     table = departures_table([run])
     same = {"data set", "classes", "magnification", "epochs", "batch size", "random crop"}
     same |= {"optimiser, learning rate, schedule", "TP class weights", "loss", "hardware"}
-    same |= {"stain augmentation", "blur, noise, grayscale"}
+    same |= {"stain augmentation", "blur, noise, grayscale", "synthetic training patches"}
     assert set(table.index[table["departs"] == "no"]) == same
     assert table.loc["random crop", "x"] == "192 px (0.75 of the side)"
     assert (table.loc[table["departs"] == "yes", "why"] != "").all()
@@ -51,6 +51,9 @@ def test_a_cpu_demo_run_on_consep_lists_its_departures():
     extra_table = departures_table([_run(extra, scheme="consep")])
     assert extra_table.loc["blur, noise, grayscale", "departs"] == "yes"
     assert extra_table.loc["blur, noise, grayscale", "x"].endswith("grayscale (p 0.2)")
+    mixed_table = departures_table([_run(config.replace(synthetic_mix=1.0), scheme="consep")])
+    assert mixed_table.loc["synthetic training patches", "departs"] == "yes"
+    assert mixed_table.loc["synthetic training patches", "x"].startswith("1 synthetic patch")
 
 
 def test_the_registry_runs_are_read(tmp_path):

@@ -59,6 +59,8 @@ def test_config_round_trip(tmp_path):
         ({"scale_range": [1.0]}, "scale_range must be"),
         ({"extra_augment": ["sharpen"]}, "extra_augment must list only"),
         ({"extra_augment": ["grayscale"], "augment": False}, "extra_augment applies only"),
+        ({"synthetic_mix": -0.5}, "synthetic_mix must be >= 0"),
+        ({"synthetic_mix": 1.0}, "synthetic_mix adds synthetic patches to real data"),
     ],
 )
 def test_invalid_configs_are_refused(change, message):

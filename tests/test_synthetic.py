@@ -1,5 +1,7 @@
 """The synthetic H&E generator."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -113,3 +115,22 @@ def test_nuclei_are_one_piece_unless_partly_hidden(many):
         for ident in range(1, inst.max() + 1):
             pieces.append(ndimage.label(inst == ident)[1])
     assert np.mean(np.array(pieces) == 1) > 0.97
+
+
+def test_mix_synthetic_adds_patches_to_the_training_side_only(synthetic_small):
+    from nucstudy.data import concat_data, mix_synthetic
+
+    real = synthetic_conic(6, size=64, seed=5, scheme="consep")
+    train_idx = np.array([0, 1, 2, 3])
+    mixed, mixed_train = mix_synthetic(real, train_idx, share=1.5, seed=2)
+    assert len(mixed) == 6 + 6 and mixed.scheme is real.scheme
+    assert mixed_train.tolist() == [0, 1, 2, 3, *range(6, 12)]
+    assert np.array_equal(mixed.images[:6], real.images)  # validation patches 4, 5 unchanged
+    assert np.array_equal(mixed.images[6:], synthetic_conic(6, 64, 2, "consep").images)
+    assert mixed.counts.shape == (12, CONSEP.n_classes - 1)
+    same, same_train = mix_synthetic(real, train_idx, share=0.0)
+    assert len(same) == 6 and same_train.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="0.5 um/px"):
+        mix_synthetic(dataclasses.replace(real, mpp=0.25), train_idx, 1.0)
+    with pytest.raises(ValueError, match="class scheme, resolution or patch size"):
+        concat_data([real, synthetic_small])

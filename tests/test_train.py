@@ -222,3 +222,21 @@ def test_a_diverging_loss_stops_with_the_last_good_checkpoint(tmp_path, monkeypa
     with pytest.raises(TrainingError, match="loss became nan in epoch 2"):
         trainer.fit()
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
+
+
+def test_synthetic_mix_grows_the_training_side_and_leaves_validation_real(tmp_path):
+    from nucstudy.data import save_conic, synthetic_conic
+
+    save_conic(synthetic_conic(16, size=64, seed=7, patches_per_source=2), tmp_path / "conic")
+    real = preset("smoke", device="cpu", data=f"conic:{tmp_path / 'conic'}", epochs=1)
+    plain = Trainer(real.replace(out_root=str(tmp_path / "plain")), progress=False)
+    mixed = Trainer(
+        real.replace(out_root=str(tmp_path / "mixed"), synthetic_mix=2.0), progress=False
+    )
+    assert mixed.val_idx.tolist() == plain.val_idx.tolist()
+    assert len(mixed.train_idx) == 3 * len(plain.train_idx)
+    assert len(mixed.train_set) == len(mixed.train_idx)
+    assert mixed.data.patch_info["source"].iloc[-1].startswith("synthetic-")
+    mixed.fit()
+    trained_on = json.loads((mixed.run_dir / "trained_on.json").read_text())
+    assert len(trained_on["fingerprints"]) == len(mixed.data)

@@ -7,6 +7,7 @@ from nucstudy.data.conic import (
     ConicData,
     challenge_crop,
     check_label_layout,
+    concat_data,
     count_nuclei,
     load_conic,
     save_conic,
@@ -22,7 +23,7 @@ from nucstudy.data.consep import (
 from nucstudy.data.dataset import NucleiDataset, make_loader
 from nucstudy.data.sources import open_source, parse_source
 from nucstudy.data.split import split_by_source
-from nucstudy.data.synthetic import synthetic_conic
+from nucstudy.data.synthetic import mix_synthetic, synthetic_conic
 from nucstudy.data.targets import make_targets
 
 __all__ = [
@@ -35,11 +36,13 @@ __all__ = [
     "build_augmentation",
     "challenge_crop",
     "check_label_layout",
+    "concat_data",
     "count_nuclei",
     "import_consep256",
     "load_conic",
     "make_loader",
     "make_targets",
+    "mix_synthetic",
     "open_source",
     "parse_source",
     "region_mosaic",

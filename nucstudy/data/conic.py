@@ -232,6 +232,36 @@ class ConicData:
         )
 
 
+def concat_data(parts: list[ConicData]) -> ConicData:
+    """Data sets of one class scheme, resolution and patch size, one after another.
+
+    Raises:
+        ValueError: no parts, or parts that differ in scheme, mpp or patch size.
+    """
+    if not parts:
+        raise ValueError("concat_data needs at least one data set")
+    first = parts[0]
+    for part in parts[1:]:
+        if (part.scheme.name, part.mpp, part.images.shape[1:3]) != (
+            first.scheme.name,
+            first.mpp,
+            first.images.shape[1:3],
+        ):
+            raise ValueError(
+                "data sets differ in class scheme, resolution or patch size: "
+                f"{first.scheme.name} at {first.mpp} um/px, {first.images.shape[1:3]} px and "
+                f"{part.scheme.name} at {part.mpp} um/px, {part.images.shape[1:3]} px"
+            )
+    return ConicData(
+        images=np.concatenate([np.asarray(part.images) for part in parts]),
+        labels=np.concatenate([np.asarray(part.labels) for part in parts]),
+        scheme=first.scheme,
+        mpp=first.mpp,
+        patch_info=pd.concat([part.patch_info for part in parts], ignore_index=True),
+        counts=np.concatenate([part.counts for part in parts]),
+    )
+
+
 def _fail(path: Path, problem: str) -> ValueError:
     return ValueError(f"{path}: {problem}")
 

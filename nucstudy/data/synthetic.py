@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from nucstudy.classes import CONIC, ClassScheme, get_scheme
-from nucstudy.data.conic import CONIC_MPP, ConicData
+from nucstudy.data.conic import CONIC_MPP, ConicData, concat_data
 
 #: The generator's nucleus morphologies, named as CoNIC's classes, in drawing-table order.
 MORPHOLOGIES = ("neutrophil", "epithelial", "lymphocyte", "plasma", "eosinophil", "connective")
@@ -103,6 +103,39 @@ def synthetic_conic(
         {"patch_info": [f"{s}-{i:04d}" for i, s in enumerate(sources)], "source": sources}
     )
     return ConicData(images, labels, scheme, CONIC_MPP, patch_info)
+
+
+def mix_synthetic(
+    data: ConicData, train_idx: np.ndarray, share: float, seed: int = 0
+) -> tuple[ConicData, np.ndarray]:
+    """Real data with synthetic patches added to its training side only.
+
+    Args:
+        data: the real data set, N x S x S patches at 0.5 um/px.
+        train_idx: indices of its training patches (validation keeps the others).
+        share: synthetic patches per real training patch (``round(share x len(train_idx))``
+            are generated).
+        seed: the generator's seed.
+
+    Returns:
+        (data with the synthetic patches appended, in ``data``'s class scheme; the training
+        indices with theirs appended). The other indices of ``data`` are unchanged.
+
+    Raises:
+        ValueError: data not square, not at 0.5 um/px, or a negative share.
+    """
+    height, width = data.images.shape[1:3]
+    if share < 0:
+        raise ValueError(f"share must be >= 0, got {share}")
+    if height != width or not np.isclose(data.mpp, CONIC_MPP):
+        raise ValueError(
+            f"synthetic patches mix only with square patches at {CONIC_MPP} um/px (20x); "
+            f"this data has {height} x {width} px at {data.mpp} um/px"
+        )
+    synthetic = synthetic_conic(round(share * len(train_idx)), height, seed, data.scheme)
+    mixed = concat_data([data, synthetic])
+    added = np.arange(len(data), len(mixed))
+    return mixed, np.concatenate([np.asarray(train_idx, dtype=np.int64), added])
 
 
 def _class_lookup(scheme: ClassScheme) -> np.ndarray:
