@@ -21,7 +21,7 @@ from tqdm import tqdm
 from nucstudy.classical import classical_segment
 from nucstudy.data.tiles import LabelledTile, resample_tile
 from nucstudy.inference import TrainedModel, predict_labels
-from nucstudy.metrics import conic_metrics
+from nucstudy.metrics import conic_metrics, patch_errors
 from nucstudy.stain import StainReference, reinhard_normalise, stain_reference
 
 __all__ = [
@@ -49,7 +49,10 @@ def agnostic_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     half the misses and false nuclei) and ``sq`` (mean IoU of the matches); ``pixel
     precision``, the share of the predicted nuclear pixels that lie in a true nucleus (low
     where background is taken for nuclei); all NaN where undefined, e.g. no nucleus on
-    either side; and the numbers of nuclei ``predicted`` and ``true``.
+    either side; the numbers of nuclei ``predicted`` and ``true``; and how the nuclei were
+    got wrong (:func:`nucstudy.metrics.patch_errors`): ``merged`` (predictions covering two
+    or more true nuclei), ``split`` (true nuclei cut into two or more predictions),
+    ``missed`` and ``spurious`` (the other unmatched true and predicted nuclei).
     """
     if pred.shape != true.shape or pred.ndim != 2:
         raise ValueError(
@@ -62,6 +65,7 @@ def agnostic_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     row = scores["per_image"].iloc[0]
     parts = next(iter(scores["per_class"].values()))
     predicted_pixels = int((pred > 0).sum())
+    errors = patch_errors(maps[0], maps[1], "consep").iloc[0]
     return {
         "pq": float(row["pq"]),
         "aji": float(row["aji"]),
@@ -75,6 +79,7 @@ def agnostic_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
         ),
         "predicted": int(np.unique(pred[pred > 0]).size),
         "true": int(np.unique(true[true > 0]).size),
+        **{kind: int(errors[kind]) for kind in ("merged", "split", "missed", "spurious")},
     }
 
 
@@ -135,8 +140,8 @@ def evaluate_tiles(
 
 
 def summarise_tiles(per_tile: pd.DataFrame) -> dict[str, float]:
-    """Mean PQ, AJI, Dice, DQ, SQ and pixel precision over tiles (NaN ignored), and the
-    nuclei predicted and true."""
+    """Mean PQ, AJI, Dice, DQ, SQ and pixel precision over tiles (NaN ignored), the nuclei
+    predicted and true, and the merged, split, missed and spurious nuclei, all summed."""
     return {
         **{
             metric: float(per_tile[metric].mean())
@@ -144,6 +149,7 @@ def summarise_tiles(per_tile: pd.DataFrame) -> dict[str, float]:
         },
         "nuclei predicted": int(per_tile["predicted"].sum()),
         "nuclei true": int(per_tile["true"].sum()),
+        **{kind: int(per_tile[kind].sum()) for kind in ("merged", "split", "missed", "spurious")},
         "tiles": len(per_tile),
     }
 

@@ -128,6 +128,23 @@ def test_agnostic_scores_count_and_match():
     assert perfect["pq"] == pytest.approx(1.0) and perfect["dice"] == pytest.approx(1.0)
     missed = agnostic_scores(np.zeros_like(labels), labels)
     assert missed["pq"] == 0.0 and missed["predicted"] == 0 and missed["true"] == 2
+    assert (missed["missed"], missed["split"], missed["spurious"]) == (2, 0, 0)
+
+
+def test_agnostic_scores_name_split_merged_and_spurious_nuclei():
+    _, labels = _disks((64, 96), [(16, 16), (40, 44), (40, 62)], 8)
+    pred = labels.copy()
+    pred[(labels == 1) & (np.arange(96)[None, :] >= 16)] = 9  # nucleus 1 cut in two halves
+    pred[labels == 3] = 2  # nuclei 2 and 3 taken for one
+    pred[55:62, 80:90] = 5  # a nucleus where there is none
+    scores = agnostic_scores(pred, labels)
+    assert {k: scores[k] for k in ("split", "merged", "missed", "spurious")} == {
+        "split": 1,
+        "merged": 1,
+        "missed": 0,
+        "spurious": 1,
+    }
+    assert summarise_tiles(pd.DataFrame([scores, scores]))["split"] == 2
 
 
 def test_reinhard_brings_an_image_to_the_reference_colours():
