@@ -191,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     ood.add_argument("--out", type=Path, required=True, help="summary CSV (per tile beside it)")
     ood.add_argument("--no-classical", action="store_true", help="leave out the classical row")
     ood.add_argument(
+        "--classical-mpp",
+        type=float,
+        default=0.5,
+        help="the resolution (um/px) the classical row is scored at (default 0.5, 20x)",
+    )
+    ood.add_argument(
         "--stain-normalise",
         choices=["both", "no", "yes"],
         default="both",
@@ -440,6 +446,10 @@ def _ood(args: argparse.Namespace) -> int:
             raise UsageError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
     if not args.run_dirs and args.no_classical:
         raise UsageError("nothing to score: give run folders or keep the classical row")
+    if not args.classical_mpp > 0:
+        raise UsageError(
+            f"--classical-mpp must be a positive resolution, got {args.classical_mpp}"
+        )
     normalise = {"both": (False, True), "no": (False,), "yes": (True,)}[args.stain_normalise]
     tiles = _read_tiles(args.tiles)
     per_tile_path = args.out.with_name(f"{args.out.stem}_per_tile{args.out.suffix}")
@@ -449,9 +459,16 @@ def _ood(args: argparse.Namespace) -> int:
         kept = [pd.read_csv(args.out), pd.read_csv(per_tile_path)]
         done = set(kept[0]["run"].dropna().astype(str))
         run_dirs = [run for run in run_dirs if str(run) not in done]
-        classical = classical and kept[0]["run"].notna().all()
+        floors = kept[0][kept[0]["run"].isna()]
+        classical = classical and not np.isclose(floors["mpp"], args.classical_mpp).any()
     summary, per_tile = ood_table(
-        run_dirs, tiles, normalise, classical, device=args.device, progress=True
+        run_dirs,
+        tiles,
+        normalise,
+        classical,
+        args.classical_mpp,
+        device=args.device,
+        progress=True,
     )
     summary = pd.concat([kept[0], summary], ignore_index=True)
     per_tile = pd.concat([kept[1], per_tile], ignore_index=True)

@@ -220,6 +220,10 @@ def test_update_keeps_the_rows_there_and_adds_only_what_is_missing(tmp_path):
     assert main(["ood", "--tiles", str(folder), "--out", str(out), "--update"]) == 0
     assert out.read_text() == first  # the classical row is there: nothing scored again
     assert len(pd.read_csv(out)) == 1
+    at_40x = ["ood", "--tiles", str(folder), "--out", str(out), "--update"]
+    assert main([*at_40x, "--classical-mpp", "0.25"]) == 0
+    assert pd.read_csv(out)["mpp"].tolist() == [0.5, 0.25]  # a floor at another resolution
+    assert main([*at_40x, "--classical-mpp", "-1"]) == 2
 
 
 def test_stain_augmentation_used_names_how_a_run_recoloured_its_patches():
