@@ -199,6 +199,8 @@ class ExperimentConfig:
             problems.append(f"synthetic_mix must be >= 0, got {self.synthetic_mix}")
         if self.synthetic_mix and self.data.partition(":")[0] == "synthetic":
             problems.append("synthetic_mix adds synthetic patches to real data; data is synthetic")
+        if self.synthetic_mix and self.data.partition(":")[0] == "consep" and not self.resample:
+            problems.append("synthetic_mix needs the data at 20x: set resample to true")
         if not 0 < self.test_fraction < 1:
             problems.append(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0 < self.val_fraction < 1:

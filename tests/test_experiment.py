@@ -61,6 +61,7 @@ def test_config_round_trip(tmp_path):
         ({"extra_augment": ["grayscale"], "augment": False}, "extra_augment applies only"),
         ({"synthetic_mix": -0.5}, "synthetic_mix must be >= 0"),
         ({"synthetic_mix": 1.0}, "synthetic_mix adds synthetic patches to real data"),
+        ({"synthetic_mix": 1.0, "data": "consep:/d"}, "synthetic_mix needs the data at 20x"),
     ],
 )
 def test_invalid_configs_are_refused(change, message):
