@@ -6,7 +6,8 @@ Examples::
     nucstudy evaluate runs/x --data consep:../shared/data/consep256
     nucstudy predict runs/x --data synthetic --out runs/x/predictions
     nucstudy table1 --data consep:../shared/data/consep256 --preset paper --out runs/t1
-    nucstudy ood results/runs/consep/full-seed0 --tiles ../shared/data/cpm15 --out ood.csv
+    nucstudy tune results/runs/consep-paper/full-stainstrong-scale-blur-seed0
+    nucstudy ood results/runs/consep/full-seed0 --tiles ../shared/data/cpm15 --out ood.csv --tuned
     nucstudy export results/runs/consep/full-stain-seed0 --out results/models/consep-cpu-demo.pt
     nucstudy segment slide_tiles/ --model results/models/consep-cpu-demo.pt --mpp 0.25 --out seg
     nucstudy data synthetic --n 64 --out data/synthetic
@@ -130,6 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "predict":
             sub.add_argument("--out", type=Path, help="folder (default <run_dir>/predictions)")
+        else:
+            sub.add_argument(
+                "--tuned",
+                action="store_true",
+                help="HoVer-Net's thresholds as `nucstudy tune` chose them (metrics-tuned.json)",
+            )
+
+    tune = commands.add_parser(
+        "tune",
+        help="choose HoVer-Net's two post-processing thresholds on each run's validation patches",
+    )
+    tune.add_argument("run_dirs", type=Path, nargs="+", help="run folders (checkpoints/best.pt)")
+    tune.add_argument("--device", default="auto")
 
     table1 = commands.add_parser(
         "table1", help="train what is missing of Table I's three methods and write the table"
@@ -203,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Reinhard-normalise the tiles to each run's training images (default: both rows)",
     )
     ood.add_argument("--device", default="auto")
+    ood.add_argument(
+        "--tuned",
+        action="store_true",
+        help="post-process with each run's tuned thresholds (`nucstudy tune`)",
+    )
     ood.add_argument(
         "--update",
         action="store_true",
@@ -340,7 +359,9 @@ def _eval_data(args: argparse.Namespace) -> tuple[ConicData, str]:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from nucstudy.evaluate import evaluate
+    from nucstudy.tuning import read_thresholds
 
+    thresholds = read_thresholds(args.run_dir) if args.tuned else None
     data, name = _eval_data(args)
     result = evaluate(
         args.run_dir,
@@ -352,6 +373,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         data_name=name,
         postprocess_workers=args.postprocess_workers,
         route=args.postprocess,
+        thresholds=thresholds,
     )
     overall = result["overall"]
     print(
@@ -457,7 +479,9 @@ def _ood(args: argparse.Namespace) -> int:
     run_dirs, classical = list(args.run_dirs), not args.no_classical
     if args.update and args.out.is_file() and per_tile_path.is_file():
         kept = [pd.read_csv(args.out), pd.read_csv(per_tile_path)]
-        done = set(kept[0]["run"].dropna().astype(str))
+        thresholds = "tuned" if args.tuned else "HoVer-Net's"
+        networks = kept[0][kept[0]["run"].notna()]
+        done = set(networks.loc[networks["thresholds"] == thresholds, "run"].astype(str))
         run_dirs = [run for run in run_dirs if str(run) not in done]
         floors = kept[0][kept[0]["run"].isna()]
         classical = classical and not np.isclose(floors["mpp"], args.classical_mpp).any()
@@ -469,14 +493,33 @@ def _ood(args: argparse.Namespace) -> int:
         args.classical_mpp,
         device=args.device,
         progress=True,
+        tuned=args.tuned,
     )
     summary = pd.concat([kept[0], summary], ignore_index=True)
     per_tile = pd.concat([kept[1], per_tile], ignore_index=True)
     atomic_write_text(args.out, summary.to_csv(index=False))
     atomic_write_text(per_tile_path, per_tile.to_csv(index=False))
-    shown = summary[["method", "run", "stain normalisation", "pq", "aji", "dice"]]
+    shown = summary[["method", "run", "stain normalisation", "thresholds", "pq", "aji", "dice"]]
     print(shown.to_string(float_format="{:.4f}".format))
     print(f"wrote {args.out} and {per_tile_path}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from nucstudy.tuning import save_thresholds, tune_thresholds
+
+    for run_dir in args.run_dirs:
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise UsageError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    for run_dir in args.run_dirs:
+        best, grid = tune_thresholds(run_dir, device=args.device)
+        path = save_thresholds(run_dir, best, grid)
+        default = grid["val pq"].iloc[0]
+        print(
+            f"{run_dir}: foreground {best.foreground:g}, energy {best.energy:g} "
+            f"(validation PQ {grid['val pq'].max():.4f}; HoVer-Net's 0.5, 0.4: {default:.4f})"
+            f" -> {path}"
+        )
     return 0
 
 
@@ -612,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
             "predict": _predict,
             "table1": _table1,
             "ood": _ood,
+            "tune": _tune,
             "segment": _segment,
             "export": _export,
             "data": _data,

@@ -8,6 +8,7 @@ into the run folder; it refuses patches the run trained or validated on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from nucstudy.inference import TrainedModel, load_model, predict_labels
 from nucstudy.io import atomic_write_text
 from nucstudy.methods import method_for
 from nucstudy.metrics import conic_metrics
+from nucstudy.postprocess import Thresholds
 
 
 def summarise_metrics(scores: dict[str, Any], scheme: ClassScheme) -> dict[str, Any]:
@@ -88,20 +90,25 @@ def check_held_out(run_dir: str | os.PathLike, data: ConicData) -> None:
         )
 
 
-def result_files(run_dir: str | os.PathLike, route: str, run_route: str) -> tuple[Path, Path]:
+def result_files(
+    run_dir: str | os.PathLike, route: str, run_route: str, tuned: bool = False
+) -> tuple[Path, Path]:
     """Where an evaluation with post-processing ``route`` is written in ``run_dir``.
 
-    The run's own route (``run_route``, its config's ``postprocess``) writes
-    ``metrics.json`` and ``per_image.csv``; another route writes ``metrics-<route>.json``
-    and ``per_image-<route>.csv`` beside them, so the registry always reads the run's own.
+    The run's own route (``run_route``, its config's ``postprocess``) with HoVer-Net's
+    thresholds writes ``metrics.json`` and ``per_image.csv``; another route writes
+    ``metrics-<route>.json`` and ``per_image-<route>.csv`` beside them, and tuned thresholds
+    (:mod:`nucstudy.tuning`) add ``-tuned`` (``metrics-tuned.json`` with the run's own
+    route), so the registry always reads the run's own.
     """
     run_dir = Path(run_dir)
-    if route == run_route:
+    if route == run_route and not tuned:
         return run_dir / METRICS_FILE, run_dir / PER_IMAGE_FILE
+    variant = "-".join(([] if route == run_route else [route]) + (["tuned"] if tuned else []))
     metrics, per_image = Path(METRICS_FILE), Path(PER_IMAGE_FILE)
     return (
-        run_dir / f"{metrics.stem}-{route}{metrics.suffix}",
-        run_dir / f"{per_image.stem}-{route}{per_image.suffix}",
+        run_dir / f"{metrics.stem}-{variant}{metrics.suffix}",
+        run_dir / f"{per_image.stem}-{variant}{per_image.suffix}",
     )
 
 
@@ -116,6 +123,7 @@ def evaluate(
     postprocess_workers: int = 0,
     route: str | None = None,
     progress: bool = False,
+    thresholds: Thresholds | None = None,
 ) -> dict[str, Any]:
     """Score a trained run on ``data``; write ``metrics.json`` and ``per_image.csv`` into it.
 
@@ -140,6 +148,9 @@ def evaluate(
             ``postprocess``. Another route than the run's is written to
             ``metrics-<route>.json`` (see :func:`result_files`).
         progress: a bar on a terminal, and one line with the scores when done.
+        thresholds: HoVer-Net's foreground and energy thresholds (None: its own), e.g. the
+            run's tuned ones (:func:`nucstudy.tuning.read_thresholds`); recorded as
+            ``thresholds`` and written to ``metrics-tuned.json`` (see :func:`result_files`).
 
     Returns:
         The dict written to metrics.json: ``overall`` (mpq+, r2, pq, mpq_per_image, aji,
@@ -168,6 +179,7 @@ def evaluate(
         postprocess_workers=postprocess_workers,
         route=route,
         progress=progress,
+        thresholds=thresholds,
     )
     seconds = time.perf_counter() - started
     scores = conic_metrics(pred, data.labels, data.scheme)
@@ -183,12 +195,15 @@ def evaluate(
         "tta": tta,
         "postprocess": route,
         "postprocessing": method_for(model).describe_postprocess(route),
+        "thresholds": "HoVer-Net's" if thresholds is None else dataclasses.asdict(thresholds),
         "device": str(device_t),
         "fast_path": choose_fast_path(device_t, config.mixed_precision).to_dict(),
         "predict_seconds": seconds,
         "evaluated": now(),
     }
-    metrics_path, per_image_path = result_files(run_dir, route, config.postprocess)
+    metrics_path, per_image_path = result_files(
+        run_dir, route, config.postprocess, tuned=thresholds is not None
+    )
     atomic_write_text(per_image_path, stats.to_csv(index=False))
     atomic_write_text(metrics_path, json.dumps(result, indent=2) + "\n")
     if progress:

@@ -32,7 +32,7 @@ from nucstudy.experiment import ExperimentConfig
 from nucstudy.methods import method_for
 from nucstudy.models import build_model
 from nucstudy.models.blocks import SIZE_MULTIPLE
-from nucstudy.postprocess import ROUTES, Nuclei
+from nucstudy.postprocess import ROUTES, Nuclei, Thresholds
 from nucstudy.stain import StainReference, reinhard_normalise, stain_reference
 from nucstudy.tiling import SeamlessMerge, Tile, batches, tile_grid
 
@@ -204,6 +204,7 @@ def predict_labels(
     postprocess_workers: int = 0,
     route: str = "native",
     progress: bool = False,
+    thresholds: Thresholds | None = None,
 ) -> np.ndarray:
     """Predict nuclei for N patches in the CoNIC layout.
 
@@ -223,6 +224,8 @@ def predict_labels(
         route: post-processing route of NP/HV/TP maps, ``"native"`` or ``"resample"`` (see
             :func:`nucstudy.postprocess.hover_postprocess`; no effect on Mask R-CNN).
         progress: show a tqdm bar (on a terminal only).
+        thresholds: HoVer-Net's foreground and energy thresholds (None: its own), e.g. a
+            run's tuned ones (:func:`nucstudy.tuning.read_thresholds`).
 
     The model is put in eval mode (its mode is restored afterwards) and in the fast path's
     memory format (channels_last where that is taken), which it keeps.
@@ -250,9 +253,9 @@ def predict_labels(
             batch = images_to_tensor(images[start : start + batch_size], device)
             outputs = method.predict(model, batch, tta, mixed_precision)
             if pool is None:
-                chunks.append(method.to_labels(outputs, mpp, route))
+                chunks.append(method.to_labels(outputs, mpp, route, thresholds))
             else:
-                chunks.append(pool.submit(method.to_labels, outputs, mpp, route))
+                chunks.append(pool.submit(method.to_labels, outputs, mpp, route, thresholds))
         labels = [chunk.result() if isinstance(chunk, Future) else chunk for chunk in chunks]
     finally:
         if pool is not None:
@@ -304,6 +307,7 @@ def segment_image(
     postprocess_workers: int = 0,
     progress: bool = False,
     stain_normalise: bool = False,
+    thresholds: Thresholds | None = None,
 ) -> Nuclei:
     """The nuclei of an image of any size, at the image's own size.
 
@@ -332,6 +336,7 @@ def segment_image(
             first (Reinhard, :mod:`nucstudy.stain`): the image's statistics are measured once
             and every tile is normalised with them, so no seam appears. Needs a model file
             that stores its training statistics (:func:`export_model`).
+        thresholds: HoVer-Net's foreground and energy thresholds (None: its own).
 
     Returns:
         :class:`~nucstudy.postprocess.Nuclei` at H x W, nuclei numbered in tile order.
@@ -380,9 +385,12 @@ def segment_image(
             pixels = images_to_tensor(np.stack(crops), device)
             outputs = method.predict(network, pixels, tta, mixed_precision)
             if pool is None:
-                pending.append((group, method.to_nuclei(outputs, model.mpp, model.postprocess)))
+                found = method.to_nuclei(outputs, model.mpp, model.postprocess, thresholds)
+                pending.append((group, found))
             else:
-                job = pool.submit(method.to_nuclei, outputs, model.mpp, model.postprocess)
+                job = pool.submit(
+                    method.to_nuclei, outputs, model.mpp, model.postprocess, thresholds
+                )
                 pending.append((group, job))
             while len(pending) > postprocess_workers:
                 merge_oldest()

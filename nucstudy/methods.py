@@ -32,7 +32,13 @@ from nucstudy.device import FastPath
 from nucstudy.instances import detections_to_labels, min_area_at
 from nucstudy.losses import HoVerNetLoss, SegmentationLoss
 from nucstudy.models import MODELS
-from nucstudy.postprocess import Nuclei, postprocess_batch, to_conic_labels, vote_classes
+from nucstudy.postprocess import (
+    Nuclei,
+    Thresholds,
+    postprocess_batch,
+    to_conic_labels,
+    vote_classes,
+)
 
 if TYPE_CHECKING:
     from nucstudy.classes import ClassScheme
@@ -76,14 +82,19 @@ class Method(ABC):
         """The network's outputs for B x 3 x H x W images in [0, 1], as NumPy arrays."""
 
     @abstractmethod
-    def to_labels(self, outputs: Any, mpp: float, route: str) -> np.ndarray:
-        """Outputs of :meth:`predict` as B x H x W x 2 int32 CoNIC labels (picklable)."""
+    def to_labels(
+        self, outputs: Any, mpp: float, route: str, thresholds: Thresholds | None = None
+    ) -> np.ndarray:
+        """Outputs of :meth:`predict` as B x H x W x 2 int32 CoNIC labels (picklable);
+        ``thresholds`` those of HoVer-Net's post-processing, where the method has it."""
 
-    def to_nuclei(self, outputs: Any, mpp: float, route: str) -> list[Nuclei]:
+    def to_nuclei(
+        self, outputs: Any, mpp: float, route: str, thresholds: Thresholds | None = None
+    ) -> list[Nuclei]:
         """Outputs of :meth:`predict` as one :class:`~nucstudy.postprocess.Nuclei` per image,
         with geometry and class; the class probability is NaN unless the method has one."""
         nuclei = []
-        for label in self.to_labels(outputs, mpp, route):
+        for label in self.to_labels(outputs, mpp, route, thresholds):
             class_id, _ = vote_classes(label[..., 0], label[..., 1])
             nuclei.append(
                 Nuclei.from_instances(label[..., 0], class_id, np.full(len(class_id), np.nan))
@@ -142,12 +153,16 @@ class DenseMethod(Method):
         maps = predict_maps(network, images, tta, mixed_precision)
         return tuple(maps[key].cpu().numpy() for key in ("np", "hv", "tp"))
 
-    def to_labels(self, outputs: Any, mpp: float, route: str) -> np.ndarray:
-        return to_conic_labels(self.to_nuclei(outputs, mpp, route))
+    def to_labels(
+        self, outputs: Any, mpp: float, route: str, thresholds: Thresholds | None = None
+    ) -> np.ndarray:
+        return to_conic_labels(self.to_nuclei(outputs, mpp, route, thresholds))
 
-    def to_nuclei(self, outputs: Any, mpp: float, route: str) -> list[Nuclei]:
+    def to_nuclei(
+        self, outputs: Any, mpp: float, route: str, thresholds: Thresholds | None = None
+    ) -> list[Nuclei]:
         """HoVer-Net's post-processing, with each nucleus's type probability."""
-        return postprocess_batch(*outputs, mpp, route)
+        return postprocess_batch(*outputs, mpp, route, thresholds=thresholds)
 
     def describe_postprocess(self, route: str) -> str:
         return f"HoVer-Net watershed ({route})"
@@ -217,9 +232,11 @@ class MaskRCNNMethod(Method):
             for found in detections
         ]
 
-    def to_labels(self, outputs: Any, mpp: float, route: str) -> np.ndarray:
+    def to_labels(
+        self, outputs: Any, mpp: float, route: str, thresholds: Thresholds | None = None
+    ) -> np.ndarray:
         """Each image's detections pasted (see :func:`nucstudy.instances.detections_to_labels`);
-        ``route`` does not apply (there is no HoVer-Net post-processing)."""
+        ``route`` and ``thresholds`` do not apply (there is no HoVer-Net post-processing)."""
         return np.stack(
             [
                 detections_to_labels(

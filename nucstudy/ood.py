@@ -22,6 +22,7 @@ from nucstudy.classical import classical_segment
 from nucstudy.data.tiles import LabelledTile, resample_tile
 from nucstudy.inference import TrainedModel, predict_labels
 from nucstudy.metrics import conic_metrics, patch_errors
+from nucstudy.postprocess import Thresholds
 from nucstudy.stain import StainReference, reinhard_normalise, stain_reference
 
 __all__ = [
@@ -88,6 +89,7 @@ def model_segmenter(
     stain: StainReference | None = None,
     device: str = "auto",
     tta: bool = False,
+    thresholds: Thresholds | None = None,
 ) -> Segmenter:
     """A trained model as a segmenter of whole images at its own resolution.
 
@@ -96,6 +98,7 @@ def model_segmenter(
         stain: normalise each image to these colour statistics first (Reinhard), or None.
         device: where the network runs.
         tta: flip test-time augmentation.
+        thresholds: HoVer-Net's foreground and energy thresholds (None: its own).
 
     The image is run whole (padded to the network's size multiple) and post-processed with
     the model's own route; the instance channel is returned.
@@ -112,6 +115,7 @@ def model_segmenter(
             device=device,
             tta=tta,
             route=model.postprocess,
+            thresholds=thresholds,
         )
         return labels[0, ..., 0]
 
@@ -174,6 +178,7 @@ def ood_table(
     mpp: float = 0.5,
     device: str = "auto",
     progress: bool = False,
+    tuned: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score trained runs (and the classical floor) on out-of-domain tiles.
 
@@ -187,15 +192,19 @@ def ood_table(
         mpp: the resolution of the classical row, in um/px.
         device: where the networks run.
         progress: tqdm bars.
+        tuned: post-process with each run's tuned thresholds (``thresholds.json``, chosen on
+            its own validation patches: :mod:`nucstudy.tuning`) instead of HoVer-Net's.
 
     Returns:
         (summary, per_tile): one row per segmenter with ``method``, ``run``, ``preset``,
         ``trained on``, ``stain augmentation``
         (:attr:`~nucstudy.experiment.ExperimentConfig.stain_augmentation_used`), ``scale range``
-        (of the training rescale, ``low-high``), ``stain normalisation``, ``mpp`` and the
+        (of the training rescale, ``low-high``), ``stain normalisation``, ``thresholds``
+        (``HoVer-Net's`` or ``tuned``; empty for the classical row), ``mpp`` and the
         :func:`summarise_tiles` scores; and the per-tile rows behind them, keyed the same.
     """
     from nucstudy.evaluate import load_run_model
+    from nucstudy.tuning import read_thresholds
 
     summary, per_tile = [], []
 
@@ -212,11 +221,13 @@ def ood_table(
             "stain augmentation": "none",
             "scale range": "",
             "stain normalisation": False,
+            "thresholds": "",
             "mpp": mpp,
         }
         add(key, evaluate_tiles(classical_segment, tiles, mpp, progress))
     for run_dir in run_dirs:
         model = load_run_model(run_dir)
+        thresholds = read_thresholds(run_dir) if tuned else None
         reference = run_stain_reference(model) if any(stain_normalise) else None
         for normalise in stain_normalise:
             key = {
@@ -227,9 +238,11 @@ def ood_table(
                 "stain augmentation": model.config.stain_augmentation_used,
                 "scale range": "{:g}-{:g}".format(*model.config.scale_range),
                 "stain normalisation": bool(normalise),
+                "thresholds": "tuned" if tuned else "HoVer-Net's",
                 "mpp": model.mpp,
             }
-            segment = model_segmenter(model, reference if normalise else None, device)
+            stain = reference if normalise else None
+            segment = model_segmenter(model, stain, device, thresholds=thresholds)
             add(key, evaluate_tiles(segment, tiles, model.mpp, progress))
     per_tile_frame = pd.concat(per_tile, ignore_index=True) if per_tile else pd.DataFrame()
     return pd.DataFrame(summary), per_tile_frame

@@ -93,6 +93,25 @@ class WatershedParams:
         )
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    """The two thresholds of HoVer-Net's post-processing; unlike its kernel sizes they do
+    not depend on the resolution. Defaults: HoVer-Net's.
+
+    Attributes:
+        foreground: NP probability at or above which a pixel is nucleus.
+        energy: boundary energy at or above which a pixel is no marker (higher: larger
+            markers, fewer nuclei cut in two; lower: touching nuclei kept apart).
+    """
+
+    foreground: float = 0.5
+    energy: float = 0.4
+
+    def apply(self, params: WatershedParams) -> WatershedParams:
+        """``params`` with these thresholds."""
+        return replace(params, fg_threshold=self.foreground, energy_threshold=self.energy)
+
+
 def _odd_below(length: float) -> int:
     """The largest odd integer not above ``length``, and at least 1."""
     return max(1, 2 * math.floor((length - 1) / 2) + 1)
@@ -473,6 +492,7 @@ def hover_postprocess(
     tp: np.ndarray,
     mpp: float,
     method: str = "native",
+    thresholds: Thresholds | None = None,
 ) -> Nuclei:
     """Nuclei of one patch from the three heads' outputs, at the patch's resolution.
 
@@ -486,6 +506,8 @@ def hover_postprocess(
             ``"resample"`` is the CoNIC baseline's route: resize the maps by
             ``mpp / 0.25`` (NP, HV bilinear, types nearest), run with the 40x constants,
             take the nearest pixels back to H x W.
+        thresholds: the foreground and energy thresholds (None: HoVer-Net's), e.g. those
+            chosen on a run's validation patches (:mod:`nucstudy.tuning`).
 
     Returns:
         :class:`Nuclei` at H x W.
@@ -496,18 +518,19 @@ def hover_postprocess(
     np_prob, hv = np.asarray(np_prob), np.asarray(hv)
     shape = _check_outputs(np_prob, hv)
     type_map = type_map_of(tp, shape)
+    thresholds = thresholds or Thresholds()
     if method == "native":
-        inst_map = segment_instances(np_prob, hv, WatershedParams.at(mpp))
+        inst_map = segment_instances(np_prob, hv, thresholds.apply(WatershedParams.at(mpp)))
         class_id, class_prob = vote_classes(inst_map, type_map)
     elif method == "resample":
-        inst_map, class_id, class_prob = _resample_route(np_prob, hv, type_map, mpp)
+        inst_map, class_id, class_prob = _resample_route(np_prob, hv, type_map, mpp, thresholds)
     else:
         raise ValueError(f"method must be 'native' or 'resample', got {method!r}")
     return Nuclei.from_instances(inst_map, class_id, class_prob)
 
 
 def _resample_route(
-    np_prob: np.ndarray, hv: np.ndarray, type_map: np.ndarray, mpp: float
+    np_prob: np.ndarray, hv: np.ndarray, type_map: np.ndarray, mpp: float, thresholds: Thresholds
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Post-process at 0.25 um/px and sample back: instance map, classes, class fractions."""
     if not mpp > 0:
@@ -522,7 +545,7 @@ def _resample_route(
     inst_big = segment_instances(
         up(np_prob.astype(np.float32)),
         np.stack([up(channel.astype(np.float32)) for channel in hv]),
-        WatershedParams(),
+        thresholds.apply(WatershedParams()),
     )
     class_big, prob_big = vote_classes(inst_big, up(type_map, cv2.INTER_NEAREST))
     inst_small = cv2.resize(inst_big, (width, height), interpolation=cv2.INTER_NEAREST)
@@ -545,6 +568,7 @@ def postprocess_batch(
     mpp: float,
     method: str = "native",
     workers: int = 1,
+    thresholds: Thresholds | None = None,
 ) -> list[Nuclei]:
     """:func:`hover_postprocess` over N patches, optionally in a process pool.
 
@@ -555,6 +579,7 @@ def postprocess_batch(
         mpp: resolution in um/px.
         method: ``"native"`` or ``"resample"`` (see :func:`hover_postprocess`).
         workers: processes to use; 1 runs in this process, 0 uses every CPU.
+        thresholds: see :func:`hover_postprocess`.
 
     Returns:
         One :class:`Nuclei` per patch, in order.
@@ -565,7 +590,7 @@ def postprocess_batch(
             "expected np_prob N x H x W, hv N x 2 x H x W and tp N x K x H x W or N x H x W "
             f"with one N; got {np_prob.shape}, {hv.shape} and {tp.shape}"
         )
-    jobs = [(np_prob[i], hv[i], tp[i], mpp, method) for i in range(len(np_prob))]
+    jobs = [(np_prob[i], hv[i], tp[i], mpp, method, thresholds) for i in range(len(np_prob))]
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(jobs) < 2:
         return [_one(job) for job in jobs]
