@@ -515,10 +515,11 @@ def _tune(args: argparse.Namespace) -> int:
         best, grid = tune_thresholds(run_dir, device=args.device)
         path = save_thresholds(run_dir, best, grid)
         default = grid["val pq"].iloc[0]
+        marker = "HoVer-Net's" if best.min_marker_um2 is None else f"{best.min_marker_um2:g} um²"
         print(
-            f"{run_dir}: foreground {best.foreground:g}, energy {best.energy:g} "
-            f"(validation PQ {grid['val pq'].max():.4f}; HoVer-Net's 0.5, 0.4: {default:.4f})"
-            f" -> {path}"
+            f"{run_dir}: foreground {best.foreground:g}, energy {best.energy:g}, smallest "
+            f"marker {marker} (validation PQ {grid['val pq'].max():.4f}; HoVer-Net's: "
+            f"{default:.4f}) -> {path}"
         )
     return 0
 

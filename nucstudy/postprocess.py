@@ -95,21 +95,28 @@ class WatershedParams:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """The two thresholds of HoVer-Net's post-processing; unlike its kernel sizes they do
-    not depend on the resolution. Defaults: HoVer-Net's.
+    """The thresholds of HoVer-Net's post-processing that a run may tune: its two
+    probability-like thresholds and the smallest marker, as an area so that it does not
+    depend on the resolution. Defaults: HoVer-Net's.
 
     Attributes:
         foreground: NP probability at or above which a pixel is nucleus.
         energy: boundary energy at or above which a pixel is no marker (higher: larger
             markers, fewer nuclei cut in two; lower: touching nuclei kept apart).
+        min_marker_um2: markers with a smaller area (um²) are dropped; None: HoVer-Net's
+            10 px at 0.25 um/px, scaled (:meth:`WatershedParams.at`).
     """
 
     foreground: float = 0.5
     energy: float = 0.4
+    min_marker_um2: float | None = None
 
-    def apply(self, params: WatershedParams) -> WatershedParams:
-        """``params`` with these thresholds."""
-        return replace(params, fg_threshold=self.foreground, energy_threshold=self.energy)
+    def apply(self, params: WatershedParams, mpp: float) -> WatershedParams:
+        """``params`` (constants at ``mpp`` um/px) with these thresholds."""
+        params = replace(params, fg_threshold=self.foreground, energy_threshold=self.energy)
+        if self.min_marker_um2 is None:
+            return params
+        return replace(params, min_marker_px=max(1, math.ceil(self.min_marker_um2 / mpp**2)))
 
 
 def _odd_below(length: float) -> int:
@@ -520,7 +527,8 @@ def hover_postprocess(
     type_map = type_map_of(tp, shape)
     thresholds = thresholds or Thresholds()
     if method == "native":
-        inst_map = segment_instances(np_prob, hv, thresholds.apply(WatershedParams.at(mpp)))
+        params = thresholds.apply(WatershedParams.at(mpp), mpp)
+        inst_map = segment_instances(np_prob, hv, params)
         class_id, class_prob = vote_classes(inst_map, type_map)
     elif method == "resample":
         inst_map, class_id, class_prob = _resample_route(np_prob, hv, type_map, mpp, thresholds)
@@ -545,7 +553,7 @@ def _resample_route(
     inst_big = segment_instances(
         up(np_prob.astype(np.float32)),
         np.stack([up(channel.astype(np.float32)) for channel in hv]),
-        thresholds.apply(WatershedParams()),
+        thresholds.apply(WatershedParams(), HOVER_MPP),
     )
     class_big, prob_big = vote_classes(inst_big, up(type_map, cv2.INTER_NEAREST))
     inst_small = cv2.resize(inst_big, (width, height), interpolation=cv2.INTER_NEAREST)

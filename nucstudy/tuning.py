@@ -1,14 +1,15 @@
-"""HoVer-Net's two post-processing thresholds, chosen on a run's own validation patches.
+"""HoVer-Net's post-processing thresholds, chosen on a run's own validation patches.
 
 HoVer-Net thresholds the NP probability at 0.5 for the foreground and the boundary energy
-at 0.4 for the watershed markers. Those values were set for HoVer-Net's own network; a
-network whose HV maps are flatter (fewer steps, another data set) splits nuclei at 0.4.
-As StarDist does with its probability and overlap thresholds, :func:`tune_thresholds` runs
-the network once on the validation patches of its run (the held-out side of
-:func:`nucstudy.data.split_by_source` of its training source: never the test split, never
-another data set), scores every pair of a small grid by binary PQ (classes ignored), and
-:func:`save_thresholds` writes the best pair to ``thresholds.json`` beside the checkpoints.
-The kernel sizes stay HoVer-Net's, scaled to the resolution.
+at 0.4 for the watershed markers, and drops markers under 10 px at 40x. Those values were
+set for HoVer-Net's own network; a network whose HV maps are flatter (fewer steps, another
+data set) splits nuclei at 0.4 and seeds nuclei from specks. As StarDist does with its
+probability and overlap thresholds, :func:`tune_thresholds` runs the network once on the
+validation patches of its run (the held-out side of :func:`nucstudy.data.split_by_source`
+of its training source: never the test split, never another data set), scores every
+combination of a small grid by binary PQ (classes ignored), and :func:`save_thresholds`
+writes the best to ``thresholds.json`` beside the checkpoints. The kernel sizes stay
+HoVer-Net's, scaled to the resolution.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from nucstudy.postprocess import Thresholds, hover_postprocess
 __all__ = [
     "ENERGY_GRID",
     "FOREGROUND_GRID",
+    "MIN_MARKER_GRID",
     "THRESHOLDS_FILE",
     "read_thresholds",
     "save_thresholds",
@@ -45,12 +47,15 @@ THRESHOLDS_FILE = "thresholds.json"
 FOREGROUND_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
 #: The marker (boundary energy) thresholds tried.
 ENERGY_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+#: The smallest marker areas tried, in um² (None: HoVer-Net's 10 px at 40x, 0.625 um²).
+MIN_MARKER_GRID = (None, 2.5, 5.0, 10.0)
 
 
 def tune_thresholds(
     run_dir: str | os.PathLike,
     foreground_grid: tuple[float, ...] = FOREGROUND_GRID,
     energy_grid: tuple[float, ...] = ENERGY_GRID,
+    min_marker_grid: tuple[float | None, ...] = MIN_MARKER_GRID,
     device: str = "auto",
     batch_size: int = 16,
 ) -> tuple[Thresholds, pd.DataFrame]:
@@ -59,14 +64,16 @@ def tune_thresholds(
     Args:
         run_dir: a run folder with ``checkpoints/best.pt`` of a network with NP and HV
             heads (the proposed network or HoVer-Net; not Mask R-CNN).
-        foreground_grid, energy_grid: the values tried, every pair of them.
+        foreground_grid, energy_grid, min_marker_grid: the values tried, every
+            combination of them.
         device: where the network runs.
         batch_size: patches per forward pass.
 
     Returns:
-        (best, grid): the best pair (ties to the earlier in the grid, which lists
-        HoVer-Net's pair first), and one row per pair with ``foreground``, ``energy`` and
-        ``val pq``, binary PQ pooled over the validation patches.
+        (best, grid): the best combination (ties to the earlier in the grid, which lists
+        HoVer-Net's first), and one row per combination with ``foreground``, ``energy``,
+        ``min marker um2`` (NaN: HoVer-Net's) and ``val pq``, binary PQ pooled over the
+        validation patches.
 
     Raises:
         ValueError: the run's network has no HoVer-Net post-processing.
@@ -89,14 +96,11 @@ def tune_thresholds(
     np_prob, hv = (np.concatenate([o[k] for o in outputs]).astype(np.float32) for k in (0, 1))
     true = _one_class(labels[..., 0])
     default = Thresholds()
-    pairs = [(default.foreground, default.energy)] + [
-        pair
-        for pair in itertools.product(foreground_grid, energy_grid)
-        if pair != (default.foreground, default.energy)
-    ]
+    grid_values = itertools.product(foreground_grid, energy_grid, min_marker_grid)
+    candidates = [default] + [Thresholds(*values) for values in grid_values]
+    candidates = list(dict.fromkeys(candidates))  # HoVer-Net's once, first
     rows = []
-    for foreground, energy in pairs:
-        chosen = Thresholds(foreground, energy)
+    for chosen in candidates:
         inst = np.stack(
             [
                 hover_postprocess(
@@ -106,10 +110,16 @@ def tune_thresholds(
             ]
         )
         pq = conic_metrics(_one_class(inst), true, data.scheme)["pq"]
-        rows.append({"foreground": foreground, "energy": energy, "val pq": float(pq)})
+        rows.append(
+            {
+                "foreground": chosen.foreground,
+                "energy": chosen.energy,
+                "min marker um2": chosen.min_marker_um2,
+                "val pq": float(pq),
+            }
+        )
     grid = pd.DataFrame(rows)
-    best = grid.loc[grid["val pq"].idxmax()]
-    return Thresholds(float(best["foreground"]), float(best["energy"])), grid
+    return candidates[int(grid["val pq"].to_numpy().argmax())], grid
 
 
 def _one_class(instances: np.ndarray) -> np.ndarray:
@@ -118,16 +128,18 @@ def _one_class(instances: np.ndarray) -> np.ndarray:
 
 
 def save_thresholds(run_dir: str | os.PathLike, best: Thresholds, grid: pd.DataFrame) -> Path:
-    """Write ``thresholds.json`` into the run folder: the chosen pair, its validation PQ,
-    HoVer-Net's pair's, and the whole grid."""
-    default = grid[(grid["foreground"] == 0.5) & (grid["energy"] == 0.4)]["val pq"]
+    """Write ``thresholds.json`` into the run folder: the chosen thresholds, their validation
+    PQ, HoVer-Net's, and the whole grid (its first row HoVer-Net's, as
+    :func:`tune_thresholds` lists it)."""
+    default = grid["val pq"].iloc[:1]
     record = {
         "foreground": best.foreground,
         "energy": best.energy,
+        "min marker um2": best.min_marker_um2,
         "val pq": float(grid["val pq"].max()),
         "val pq with HoVer-Net's": float(default.iloc[0]) if len(default) else None,
         "chosen on": "the run's validation patches (binary PQ)",
-        "grid": grid.to_dict(orient="records"),
+        "grid": json.loads(grid.to_json(orient="records")),
     }
     path = Path(run_dir) / THRESHOLDS_FILE
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
@@ -146,6 +158,11 @@ def read_thresholds(run_dir: str | os.PathLike) -> Thresholds:
         raise FileNotFoundError(f"{run_dir}: no {THRESHOLDS_FILE}; run `nucstudy tune {run_dir}`")
     try:
         record = json.loads(path.read_text())
-        return Thresholds(float(record["foreground"]), float(record["energy"]))
+        min_marker = record.get("min marker um2")
+        return Thresholds(
+            float(record["foreground"]),
+            float(record["energy"]),
+            None if min_marker is None else float(min_marker),
+        )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path}: not a thresholds file ({error})") from None

@@ -15,6 +15,7 @@ from nucstudy.postprocess import Thresholds, hover_postprocess
 from nucstudy.tuning import (
     ENERGY_GRID,
     FOREGROUND_GRID,
+    MIN_MARKER_GRID,
     THRESHOLDS_FILE,
     read_thresholds,
     save_thresholds,
@@ -46,6 +47,15 @@ def test_thresholds_reach_the_post_processing():
     # every pixel a marker: the two touching discs become one nucleus
     merged = hover_postprocess(np_prob, hv, classes, 0.5, thresholds=Thresholds(energy=1.01))
     assert len(merged) == 1
+    # each disc's marker is about 50 um² at 0.5 um/px: a larger smallest marker drops both
+    assert (
+        len(hover_postprocess(np_prob, hv, classes, 0.5, thresholds=Thresholds(0.5, 0.4, 1.0)))
+        == 2
+    )
+    assert (
+        len(hover_postprocess(np_prob, hv, classes, 0.5, thresholds=Thresholds(0.5, 0.4, 60.0)))
+        == 0
+    )
 
 
 def test_tuned_results_are_written_beside_the_run_own(tmp_path):
@@ -73,25 +83,29 @@ def test_tune_then_evaluate_and_ood_with_the_tuned_thresholds(tmp_path, train_sm
 
     config = train_smoke()
     best, grid = tune_thresholds(config.run_dir, device="cpu")
-    assert len(grid) == len(FOREGROUND_GRID) * len(ENERGY_GRID)
-    assert tuple(grid.iloc[0][["foreground", "energy"]]) == (0.5, 0.4)  # HoVer-Net's first
+    assert len(grid) == len(FOREGROUND_GRID) * len(ENERGY_GRID) * len(MIN_MARKER_GRID)
+    first = grid.iloc[0]  # HoVer-Net's first
+    assert (first["foreground"], first["energy"]) == (0.5, 0.4)
+    assert pd.isna(first["min marker um2"])
     assert grid["val pq"].between(0, 1).all()
-    assert grid.loc[grid["val pq"].idxmax(), ["foreground", "energy"]].tolist() == [
-        best.foreground,
-        best.energy,
-    ]
+    top = grid.loc[grid["val pq"].idxmax()]
+    assert (top["foreground"], top["energy"]) == (best.foreground, best.energy)
 
     assert main(["tune", str(config.run_dir), "--device", "cpu"]) == 0
     record = json.loads((config.run_dir / THRESHOLDS_FILE).read_text())
     assert read_thresholds(config.run_dir) == best
     assert record["val pq"] == pytest.approx(grid["val pq"].max())
     assert record["val pq with HoVer-Net's"] == pytest.approx(grid["val pq"].iloc[0])
-    save_thresholds(tmp_path, Thresholds(0.6, 0.7), grid)
-    assert read_thresholds(tmp_path) == Thresholds(0.6, 0.7)
+    save_thresholds(tmp_path, Thresholds(0.6, 0.7, 5.0), grid)
+    assert read_thresholds(tmp_path) == Thresholds(0.6, 0.7, 5.0)
 
     assert main(["evaluate", str(config.run_dir), "--tuned", "--device", "cpu"]) == 0
     tuned = json.loads((config.run_dir / "metrics-tuned.json").read_text())
-    assert tuned["thresholds"] == {"foreground": best.foreground, "energy": best.energy}
+    assert tuned["thresholds"] == {
+        "foreground": best.foreground,
+        "energy": best.energy,
+        "min_marker_um2": best.min_marker_um2,
+    }
     assert not (config.run_dir / "metrics.json").exists()  # the run's own is not overwritten
 
     # out of domain: a tuned row beside the run's own, each scored once
