@@ -148,8 +148,8 @@ def evaluate(
             ``postprocess``. Another route than the run's is written to
             ``metrics-<route>.json`` (see :func:`result_files`).
         progress: a bar on a terminal, and one line with the scores when done.
-        thresholds: HoVer-Net's foreground and energy thresholds (None: its own), e.g. the
-            run's tuned ones (:func:`nucstudy.tuning.read_thresholds`); recorded as
+        thresholds: HoVer-Net's tunable thresholds (:class:`~nucstudy.postprocess.Thresholds`;
+            None: its own), e.g. the run's tuned ones (:func:`nucstudy.tuning.read_thresholds`); recorded as
             ``thresholds`` and written to ``metrics-tuned.json`` (see :func:`result_files`).
 
     Returns:

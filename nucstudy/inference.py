@@ -224,8 +224,8 @@ def predict_labels(
         route: post-processing route of NP/HV/TP maps, ``"native"`` or ``"resample"`` (see
             :func:`nucstudy.postprocess.hover_postprocess`; no effect on Mask R-CNN).
         progress: show a tqdm bar (on a terminal only).
-        thresholds: HoVer-Net's foreground and energy thresholds (None: its own), e.g. a
-            run's tuned ones (:func:`nucstudy.tuning.read_thresholds`).
+        thresholds: HoVer-Net's tunable thresholds (:class:`~nucstudy.postprocess.Thresholds`;
+            None: its own), e.g. a run's tuned ones (:func:`nucstudy.tuning.read_thresholds`).
 
     The model is put in eval mode (its mode is restored afterwards) and in the fast path's
     memory format (channels_last where that is taken), which it keeps.
@@ -336,7 +336,8 @@ def segment_image(
             first (Reinhard, :mod:`nucstudy.stain`): the image's statistics are measured once
             and every tile is normalised with them, so no seam appears. Needs a model file
             that stores its training statistics (:func:`export_model`).
-        thresholds: HoVer-Net's foreground and energy thresholds (None: its own).
+        thresholds: HoVer-Net's tunable thresholds (:class:`~nucstudy.postprocess.Thresholds`;
+            None: its own).
 
     Returns:
         :class:`~nucstudy.postprocess.Nuclei` at H x W, nuclei numbered in tile order.

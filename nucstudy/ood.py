@@ -98,7 +98,8 @@ def model_segmenter(
         stain: normalise each image to these colour statistics first (Reinhard), or None.
         device: where the network runs.
         tta: flip test-time augmentation.
-        thresholds: HoVer-Net's foreground and energy thresholds (None: its own).
+        thresholds: HoVer-Net's tunable thresholds (:class:`~nucstudy.postprocess.Thresholds`;
+            None: its own).
 
     The image is run whole (padded to the network's size multiple) and post-processed with
     the model's own route; the instance channel is returned.

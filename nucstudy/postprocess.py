@@ -513,8 +513,8 @@ def hover_postprocess(
             ``"resample"`` is the CoNIC baseline's route: resize the maps by
             ``mpp / 0.25`` (NP, HV bilinear, types nearest), run with the 40x constants,
             take the nearest pixels back to H x W.
-        thresholds: the foreground and energy thresholds (None: HoVer-Net's), e.g. those
-            chosen on a run's validation patches (:mod:`nucstudy.tuning`).
+        thresholds: the foreground, energy and smallest-marker thresholds (None: HoVer-Net's),
+            e.g. those chosen on a run's validation patches (:mod:`nucstudy.tuning`).
 
     Returns:
         :class:`Nuclei` at H x W.
