@@ -149,8 +149,9 @@ def evaluate(
             ``metrics-<route>.json`` (see :func:`result_files`).
         progress: a bar on a terminal, and one line with the scores when done.
         thresholds: HoVer-Net's tunable thresholds (:class:`~nucstudy.postprocess.Thresholds`;
-            None: its own), e.g. the run's tuned ones (:func:`nucstudy.tuning.read_thresholds`); recorded as
-            ``thresholds`` and written to ``metrics-tuned.json`` (see :func:`result_files`).
+            None: its own), e.g. the run's tuned ones (:func:`nucstudy.tuning.read_thresholds`);
+            recorded as ``thresholds`` and written to ``metrics-tuned.json`` (see
+            :func:`result_files`).
 
     Returns:
         The dict written to metrics.json: ``overall`` (mpq+, r2, pq, mpq_per_image, aji,
