@@ -345,11 +345,16 @@ def _check_source(spec: str) -> None:
         raise UsageError(f"--data {spec}: folder {folder} not found")
 
 
+def _check_run_dirs(run_dirs: list[Path]) -> None:
+    """Refuse, in one sentence, any folder that is not a run folder."""
+    for run_dir in run_dirs:
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise UsageError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+
+
 def _eval_data(args: argparse.Namespace) -> tuple[ConicData, str]:
-    config_path = args.run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise UsageError(f"{args.run_dir}: not a run folder (no {CONFIG_FILE})")
-    config = ExperimentConfig.load(config_path)
+    _check_run_dirs([args.run_dir])
+    config = ExperimentConfig.load(args.run_dir / CONFIG_FILE)
     spec = args.data or config.data
     _check_source(spec)
     if args.data:  # another source than the run's: its own split, not the run's test_data
@@ -361,8 +366,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from nucstudy.evaluate import evaluate
     from nucstudy.tuning import read_thresholds
 
-    thresholds = read_thresholds(args.run_dir) if args.tuned else None
     data, name = _eval_data(args)
+    thresholds = read_thresholds(args.run_dir) if args.tuned else None
     result = evaluate(
         args.run_dir,
         data,
@@ -463,9 +468,7 @@ def _ood(args: argparse.Namespace) -> int:
     from nucstudy.io import atomic_write_text
     from nucstudy.ood import ood_table
 
-    for run_dir in args.run_dirs:
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise UsageError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    _check_run_dirs(args.run_dirs)
     if not args.run_dirs and args.no_classical:
         raise UsageError("nothing to score: give run folders or keep the classical row")
     if not args.classical_mpp > 0:
@@ -508,9 +511,7 @@ def _ood(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from nucstudy.tuning import save_thresholds, tune_thresholds
 
-    for run_dir in args.run_dirs:
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise UsageError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    _check_run_dirs(args.run_dirs)
     for run_dir in args.run_dirs:
         best, grid = tune_thresholds(run_dir, device=args.device)
         path = save_thresholds(run_dir, best, grid)

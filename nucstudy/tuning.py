@@ -7,9 +7,9 @@ data set) splits nuclei at 0.4 and seeds nuclei from specks. As StarDist does wi
 probability and overlap thresholds, :func:`tune_thresholds` runs the network once on the
 validation patches of its run (the held-out side of :func:`nucstudy.data.split_by_source`
 of its training source: never the test split, never another data set), scores every
-combination of a small grid by binary PQ (classes ignored), and :func:`save_thresholds`
-writes the best to ``thresholds.json`` beside the checkpoints. The kernel sizes stay
-HoVer-Net's, scaled to the resolution.
+combination of a small grid by binary PQ (classes ignored, per patch, averaged over the
+patches), and :func:`save_thresholds` writes the best to ``thresholds.json`` beside the
+checkpoints. The kernel sizes stay HoVer-Net's, scaled to the resolution.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def tune_thresholds(
     Returns:
         (best, grid): the best combination (ties to the earlier in the grid, which lists
         HoVer-Net's first), and one row per combination with ``foreground``, ``energy``,
-        ``min marker um2`` (NaN: HoVer-Net's) and ``val pq``, binary PQ pooled over the
-        validation patches.
+        ``min marker um2`` (NaN: HoVer-Net's) and ``val pq``, binary PQ per validation
+        patch, averaged over the patches (:func:`nucstudy.metrics.conic_metrics`' ``pq``).
 
     Raises:
         ValueError: the run's network has no HoVer-Net post-processing.
