@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="synthetic, consep:<folder> or conic:<folder>")
     train.add_argument("--out", type=Path, help="run folder (default runs/<preset>)")
     train.add_argument("--epochs", type=int)
+    train.add_argument("--steps", type=int, help="the run's length in optimiser steps")
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="auto, cpu or cuda")
     train.add_argument(
@@ -317,7 +318,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.model is not None:  # the model's own loss and class weights unless --set
         changes.update(OWN_TRAINING.get(args.model, {}))
     changes.update(_pairs(args.set, "--set"))
-    for field in ("data", "epochs", "seed", "device", "model", "postprocess"):
+    for field in ("data", "epochs", "steps", "seed", "device", "model", "postprocess"):
         if getattr(args, field) is not None:
             changes[field] = getattr(args, field)
     # another model than the preset's starts from its own defaults, not the preset's options
@@ -333,7 +334,9 @@ def _train(args: argparse.Namespace) -> int:
     _check_source(config.data)
     trainer = Trainer(config, resume=args.resume, progress=not args.quiet)
     history = trainer.fit()
-    print(f"trained {config.name}: {len(history)} epochs -> {trainer.run_dir}")
+    print(
+        f"trained {config.name}: {len(history)} epochs, {trainer.step} steps -> {trainer.run_dir}"
+    )
     return 0
 
 

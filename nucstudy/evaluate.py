@@ -193,6 +193,9 @@ def evaluate(
         "mpp": data.mpp,
         "checkpoint": which,
         "epoch": trained.epoch,
+        # optimiser steps and training patches seen by the checkpoint (None: not recorded)
+        "step": trained.step,
+        "images_seen": None if trained.step is None else trained.step * config.batch_size,
         "tta": tta,
         "postprocess": route,
         "postprocessing": method_for(model).describe_postprocess(route),

@@ -32,12 +32,15 @@ from typing import Any
 import pandas as pd
 
 from nucstudy.data.augment import EXTRA_AUGMENTS, SCALE_RANGE, STAIN_STRENGTHS
+from nucstudy.data.sampling import SAMPLINGS
 from nucstudy.data.conic import ConicData
 from nucstudy.data.sources import open_source, parse_source
 from nucstudy.io import atomic_write_text
+from nucstudy.losses import DENSE_LOSS_TERMS, DICE_CLASSES
 from nucstudy.methods import LOSSES_OF_MODEL
 from nucstudy.models import SIZE_MULTIPLE, model_option_problems
 from nucstudy.postprocess import ROUTES
+from nucstudy.schedule import LR_SCHEDULES, LRSchedule, milestone_steps
 from nucstudy.validation import type_problems
 
 CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE, PER_IMAGE_FILE, TRAINED_ON_FILE = (
@@ -102,9 +105,33 @@ class ExperimentConfig:
             generated in the data's class scheme and patch size at its resolution (20x),
             seeded by ``seed``, and never reach validation or test (not in the paper; for
             tissue unlike the training set, the out-of-domain page).
-        epochs, batch_size, lr, weight_decay: optimisation (Adam).
-        lr_milestones, lr_gamma: the learning rate is multiplied by ``lr_gamma`` at each
-            milestone epoch.
+        epochs, batch_size, lr, weight_decay: optimisation (Adam). ``epochs`` is the run's
+            length unless ``steps`` or ``images`` is set.
+        steps: the run's length in optimiser steps (None: ``epochs`` passes over the
+            training patches). The last epoch may stop part-way.
+        images: the run's length in training patches seen, ``images // batch_size`` steps
+            (exclusive with ``steps``).
+        lr_schedule: ``"step"`` (the paper's: the rate times ``lr_gamma`` at each
+            milestone) or ``"cosine"`` (half a cosine down to 0 at the last step); see
+            :class:`nucstudy.schedule.LRSchedule`.
+        lr_milestones, lr_gamma: ``"step"`` schedule: the learning rate is multiplied by
+            ``lr_gamma`` at each milestone epoch.
+        lr_milestone_fractions: milestones as shares of the run's steps instead
+            (``[0.5, 0.7]``: the paper's epochs 25 and 35 of 50 in a run of any length).
+        warmup_steps: linear warm-up of the learning rate over the first steps (0: none).
+        ema_decay: keep an exponential moving average of the weights with this decay
+            (e.g. 0.999) and validate, save and evaluate the average (None: no average).
+        loss_weights: term weights of the loss by term name, over its defaults (e.g.
+            ``{"hv_mse": 2, "hv_msge": 1}``: HoVer-Net's HV terms in the paper's loss; a
+            weight for ``hv_msge`` adds that term); see :mod:`nucstudy.losses`.
+        dice_classes: ``"all"`` (the paper's eq. (5): the Dice averaged over every class) or
+            ``"present"`` (over the classes present in the batch's targets, so that a rare
+            class absent from a batch is not driven to zero; not in the paper).
+        sampling: ``"uniform"`` (every training patch once an epoch, shuffled) or
+            ``"rare"`` (patches drawn with replacement, more often where they hold rare
+            classes: :func:`nucstudy.data.rare_class_weights`; not in the paper).
+        keep_ratio: the random rescale keeps the aspect ratio (albumentations' ``Affine``
+            otherwise draws x and y scales independently).
         seed: seeds weights, shuffling, augmentation and the split.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         mixed_precision: take the device's fast path, bf16 autocast and channels_last where
@@ -117,7 +144,9 @@ class ExperimentConfig:
             ``benchmarks/train.py``), which pays off only in long runs.
         workers: DataLoader processes (on a CPU at most the cores the intra-op threads
             leave free: :func:`nucstudy.device.loader_workers`).
-        eval_every: validate every this many epochs (and after the last).
+        eval_every: validate every this many epochs (and after the last). With
+            ``val_fraction`` 0 every source image trains and nothing validates: the
+            checkpoint kept is the last.
         out_root: folder under which run folders are made.
     """
 
@@ -147,8 +176,18 @@ class ExperimentConfig:
     batch_size: int = 32
     lr: float = 3e-4
     weight_decay: float = 0.0
+    steps: int | None = None
+    images: int | None = None
+    lr_schedule: str = "step"
     lr_milestones: list[int] = field(default_factory=lambda: [25, 35])
+    lr_milestone_fractions: list[float] | None = None
     lr_gamma: float = 0.1
+    warmup_steps: int = 0
+    ema_decay: float | None = None
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    dice_classes: str = "all"
+    sampling: str = "uniform"
+    keep_ratio: bool = False
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = True
@@ -203,8 +242,9 @@ class ExperimentConfig:
             problems.append("synthetic_mix needs the data at 20x: set resample to true")
         if not 0 < self.test_fraction < 1:
             problems.append(f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        if not 0 < self.val_fraction < 1:
-            problems.append(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0 <= self.val_fraction < 1:
+            problems.append(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        problems += self._schedule_problems()
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.eval_every < 1:
@@ -234,6 +274,61 @@ class ExperimentConfig:
                 problems.append(str(error))
         if problems:
             raise ValueError("invalid experiment config: " + "; ".join(problems))
+
+    def _schedule_problems(self) -> list[str]:
+        """What is wrong with the run's length, learning-rate schedule, average and loss."""
+        problems = []
+        if self.steps is not None and self.images is not None:
+            problems.append("set steps or images, not both")
+        for name in ("steps", "images"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"{name} must be >= 1, got {value}")
+        if self.images is not None and self.images < self.batch_size:
+            problems.append(f"images ({self.images}) must be at least one batch")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be 'step' or 'cosine', got {self.lr_schedule!r}")
+        fractions = self.lr_milestone_fractions or []
+        if not all(0 < f < 1 for f in fractions):
+            problems.append(f"lr_milestone_fractions must lie in (0, 1), got {fractions}")
+        if self.warmup_steps < 0:
+            problems.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            problems.append(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.dice_classes not in DICE_CLASSES:
+            problems.append(f"dice_classes must be 'all' or 'present', got {self.dice_classes!r}")
+        if self.sampling not in SAMPLINGS:
+            problems.append(f"sampling must be 'uniform' or 'rare', got {self.sampling!r}")
+        if self.loss_weights and self.loss == "maskrcnn":
+            problems.append("loss_weights apply to the NP/HV/TP losses, not Mask R-CNN's")
+        unknown = sorted(set(self.loss_weights) - set(DENSE_LOSS_TERMS))
+        if unknown:
+            problems.append(
+                f"loss_weights names unknown term(s) {', '.join(unknown)}; "
+                f"terms: {', '.join(DENSE_LOSS_TERMS)}"
+            )
+        if any(weight < 0 for weight in self.loss_weights.values()):
+            problems.append(f"loss_weights must be >= 0, got {self.loss_weights}")
+        return problems
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The run's length in optimiser steps, given the steps of one pass over the
+        training patches: ``steps``, ``images // batch_size`` or ``epochs`` passes."""
+        if self.steps is not None:
+            return self.steps
+        if self.images is not None:
+            return self.images // self.batch_size
+        return self.epochs * steps_per_epoch
+
+    def lr_schedule_of(self, steps_per_epoch: int) -> LRSchedule:
+        """The learning rate of every step of this run (:class:`LRSchedule`)."""
+        total = self.total_steps(steps_per_epoch)
+        milestones = milestone_steps(
+            self.lr_milestone_fractions, self.lr_milestones, total, steps_per_epoch
+        )
+        return LRSchedule(
+            self.lr, total, self.lr_schedule, milestones, self.lr_gamma, self.warmup_steps
+        )
 
     @property
     def stain_augmentation_used(self) -> str:

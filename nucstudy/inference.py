@@ -59,11 +59,15 @@ class TrainedModel:
     config: ExperimentConfig
     epoch: int
     stain: StainReference | None = None
+    step: int | None = None
 
 
 #: What a trained-model checkpoint must hold (the rest of a training checkpoint, optimiser
 #: and generator states, is only for resuming).
 MODEL_KEYS = ("model", "config", "scheme", "mpp", "n_types", "epoch")
+#: What a trained-model checkpoint may hold beside them: the optimiser step it was saved at
+#: (checkpoints since steps were counted).
+OPTIONAL_MODEL_KEYS = ("step",)
 
 
 def _trained_model_state(path: str | os.PathLike) -> dict:
@@ -103,6 +107,7 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
         config=config,
         epoch=int(state["epoch"]),
         stain=stain,
+        step=int(state["step"]) if "step" in state else None,
     )
 
 
@@ -126,7 +131,7 @@ def export_model(
         nucstudy.checkpoint.CheckpointError: the checkpoint is missing, unsafe or incomplete.
     """
     state = _trained_model_state(checkpoint)
-    slim = {key: state[key] for key in MODEL_KEYS}
+    slim = {key: state[key] for key in MODEL_KEYS + OPTIONAL_MODEL_KEYS if key in state}
     if half:
         slim["model"] = {
             name: value.half() if value.is_floating_point() else value

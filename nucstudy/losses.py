@@ -41,6 +41,12 @@ from nucstudy.classes import CONIC, PAPER_CLASS_WEIGHTS_BY_NAME, class_weights
 
 #: How the soft Dice reduces over classes: the paper's mean or HoVer-Net's sum.
 DICE_REDUCTIONS = ("mean", "sum")
+#: Which classes the soft Dice counts: all of them (the paper's eq. (5)) or those present
+#: in the batch's targets.
+DICE_CLASSES = ("all", "present")
+#: Every term the losses of the NP/HV/TP networks can weigh (``hv_msge`` is computed only
+#: where it has a weight).
+DENSE_LOSS_TERMS = ("np_ce", "np_dice", "hv_mse", "hv_msge", "tp_ce", "tp_dice")
 
 #: The paper's TP class weights in CoNIC id order (background, neutrophil, epithelial,
 #: lymphocyte, plasma, eosinophil, connective): (1, 4, 2, 2, 3, 4, 2).
@@ -92,7 +98,11 @@ def cross_entropy(
 
 
 def soft_dice_loss(
-    logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-3, reduction: str = "mean"
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    eps: float = 1e-3,
+    reduction: str = "mean",
+    classes: str = "all",
 ) -> torch.Tensor:
     """Soft Dice loss over classes: the paper's mean (eq. (5)) or HoVer-Net's sum.
 
@@ -100,23 +110,31 @@ def soft_dice_loss(
     ``logits``, g the one-hot target and the sums over the batch and all pixels:
     ``reduction="mean"`` gives ``1 - (1/K) sum_c d_c`` (the paper's eq. (5) plus 1), and
     ``reduction="sum"`` gives ``sum_c (1 - d_c)`` (HoVer-Net's form, K times the mean).
+    With ``classes="present"`` the mean or sum runs over the classes present in ``target``
+    only: a class absent from the batch then adds nothing, instead of a term that only
+    reaches 0 once the model predicts that class nowhere.
 
     Args:
         logits: B x K x H x W float.
         target: B x H x W integer class ids in 0..K-1.
         eps: smoothing added to numerator and denominator.
-        reduction: ``"mean"`` or ``"sum"`` over the K classes.
+        reduction: ``"mean"`` or ``"sum"`` over the classes.
+        classes: ``"all"`` K classes, or those ``"present"`` in ``target``.
 
     Returns:
         A float32 scalar in [0, 1] (mean) or [0, K] (sum).
     """
     if reduction not in DICE_REDUCTIONS:
         raise ValueError(f"dice reduction must be 'mean' or 'sum', got {reduction!r}")
+    if classes not in DICE_CLASSES:
+        raise ValueError(f"dice classes must be 'all' or 'present', got {classes!r}")
     probs = torch.softmax(logits.float(), dim=1)
     onehot = F.one_hot(target.long(), probs.shape[1]).permute(0, 3, 1, 2).to(probs)
     overlap = (probs * onehot).sum(dim=(0, 2, 3))
-    total = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
-    per_class = 1 - (2 * overlap + eps) / (total + eps)
+    truth = onehot.sum(dim=(0, 2, 3))
+    per_class = 1 - (2 * overlap + eps) / (probs.sum(dim=(0, 2, 3)) + truth + eps)
+    if classes == "present":
+        per_class = per_class[truth > 0]
     return per_class.mean() if reduction == "mean" else per_class.sum()
 
 
@@ -211,13 +229,18 @@ class SegmentationLoss(nn.Module):
     Args:
         class_weights: TP cross-entropy weights in class-id order, one per TP channel;
             defaults to :data:`PAPER_CLASS_WEIGHTS` (CoNIC); None for plain cross-entropy.
-        term_weights: overrides of the term weights by name (defaults: all 1).
+        term_weights: overrides of the term weights by name (defaults: all 1). A weight for
+            ``"hv_msge"`` adds HoVer-Net's gradient term (:func:`msge_loss`), which the
+            paper's loss lacks: ``{"hv_mse": 2, "hv_msge": 1}`` gives HoVer-Net's HV terms.
         dice_eps: smoothing of the soft Dice.
         dice: ``"mean"`` over classes (the paper's eq. (5), the default) or ``"sum"``
             (HoVer-Net's form).
+        dice_classes: the Dice over ``"all"`` classes (the paper's) or those ``"present"``
+            in the batch (see :func:`soft_dice_loss`).
 
-    Calling it returns ``{"np_ce", "np_dice", "hv_mse", "tp_ce", "tp_dice", "total"}``, each a
-    float32 scalar; the terms unweighted, ``total`` their weighted sum.
+    Calling it returns ``{"np_ce", "np_dice", "hv_mse", "tp_ce", "tp_dice", "total"}`` (and
+    ``"hv_msge"`` where it has a weight), each a float32 scalar; the terms unweighted,
+    ``total`` their weighted sum.
     """
 
     default_term_weights: Mapping[str, float] = PAPER_TERM_WEIGHTS
@@ -228,16 +251,20 @@ class SegmentationLoss(nn.Module):
         term_weights: Mapping[str, float] | None = None,
         dice_eps: float = 1e-3,
         dice: str = "mean",
+        dice_classes: str = "all",
     ) -> None:
         super().__init__()
         if dice not in DICE_REDUCTIONS:
             raise ValueError(f"dice must be 'mean' or 'sum', got {dice!r}")
+        if dice_classes not in DICE_CLASSES:
+            raise ValueError(f"dice_classes must be 'all' or 'present', got {dice_classes!r}")
         self.dice = dice
+        self.dice_classes = dice_classes
         weights = dict(self.default_term_weights)
-        unknown = sorted(set(term_weights or {}) - set(weights))
+        unknown = sorted(set(term_weights or {}) - set(DENSE_LOSS_TERMS))
         if unknown:
             raise ValueError(
-                f"unknown loss term(s) {', '.join(unknown)}; terms: {', '.join(weights)}"
+                f"unknown loss term(s) {', '.join(unknown)}; terms: {', '.join(DENSE_LOSS_TERMS)}"
             )
         weights.update(term_weights or {})
         self.term_weights = weights
@@ -260,13 +287,17 @@ class SegmentationLoss(nn.Module):
                 f"{len(self.class_weights)} class weights for a TP output of {n_types} "
                 "channels; pass class_weights for this scheme (or None)"
             )
-        return {
+        dice = (self.dice_eps, self.dice, self.dice_classes)
+        terms = {
             "np_ce": cross_entropy(outputs["np"], targets["np"]),
-            "np_dice": soft_dice_loss(outputs["np"], targets["np"], self.dice_eps, self.dice),
+            "np_dice": soft_dice_loss(outputs["np"], targets["np"], *dice),
             "hv_mse": F.mse_loss(outputs["hv"].float(), targets["hv"].float()),
             "tp_ce": cross_entropy(outputs["tp"], targets["tp"], self.class_weights),
-            "tp_dice": soft_dice_loss(outputs["tp"], targets["tp"], self.dice_eps, self.dice),
+            "tp_dice": soft_dice_loss(outputs["tp"], targets["tp"], *dice),
         }
+        if "hv_msge" in self.term_weights:
+            terms["hv_msge"] = msge_loss(outputs["hv"], targets["hv"], targets["np"])
+        return terms
 
     def forward(
         self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
@@ -283,7 +314,7 @@ class HoVerNetLoss(SegmentationLoss):
     ``hv_msge`` is :func:`msge_loss` of the HV maps inside the NP target. Defaults: plain TP
     cross-entropy (``class_weights=None``), :data:`HOVERNET_TERM_WEIGHTS` and the Dice summed
     over classes (``dice="sum"``), as HoVer-Net has it.
-    Returns ``{"np_ce", "np_dice", "hv_mse", "hv_msge", "tp_ce", "tp_dice", "total"}``.
+    Returns ``{"np_ce", "np_dice", "hv_mse", "tp_ce", "tp_dice", "hv_msge", "total"}``.
     """
 
     default_term_weights = HOVERNET_TERM_WEIGHTS
@@ -294,13 +325,6 @@ class HoVerNetLoss(SegmentationLoss):
         term_weights: Mapping[str, float] | None = None,
         dice_eps: float = 1e-3,
         dice: str = "sum",
+        dice_classes: str = "all",
     ) -> None:
-        super().__init__(class_weights, term_weights, dice_eps, dice)
-
-    def terms(
-        self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        """The unweighted terms, by name."""
-        terms = super().terms(outputs, targets)
-        terms["hv_msge"] = msge_loss(outputs["hv"], targets["hv"], targets["np"])
-        return terms
+        super().__init__(class_weights, term_weights, dice_eps, dice, dice_classes)

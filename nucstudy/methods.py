@@ -119,9 +119,16 @@ class DenseMethod(Method):
 
     @classmethod
     def for_training(cls, config: ExperimentConfig, scheme: ClassScheme) -> DenseMethod:
-        """The paper's loss or HoVer-Net's (``config.loss``), with the config's class weights."""
-        weights = resolve_class_weights(config, scheme)
-        return cls(SegmentationLoss(weights) if config.loss == "paper" else HoVerNetLoss(weights))
+        """The paper's loss or HoVer-Net's (``config.loss``), with the config's class weights,
+        term weights (``loss_weights``) and Dice classes."""
+        loss = SegmentationLoss if config.loss == "paper" else HoVerNetLoss
+        return cls(
+            loss(
+                resolve_class_weights(config, scheme),
+                term_weights=config.loss_weights,
+                dice_classes=config.dice_classes,
+            )
+        )
 
     def to(self, device: torch.device) -> DenseMethod:
         if self.loss is not None:

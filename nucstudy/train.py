@@ -11,11 +11,19 @@ Logs: one line per epoch (and the validation scores of the epochs that have them
 bar over the batches only when stderr is a terminal, so ``nucstudy train > log`` stays
 readable.
 
+Length and learning rate: a run lasts ``epochs`` passes over its training patches, or
+``steps`` optimiser steps, or ``images`` patches seen (the last epoch may stop part-way). The
+learning rate is a pure function of the optimiser step
+(:meth:`ExperimentConfig.lr_schedule_of`), set before every step. With ``ema_decay`` an
+exponential moving average of the weights is validated, saved as the checkpoint's
+``"model"`` and so evaluated (the raw weights are kept as ``"train_model"`` for resuming).
+
 Reproducibility: weights, shuffling (reseeded every epoch), the split and every item's
 augmentation follow from the config's seed, so a resumed run reaches the same weights as an
 uninterrupted one on the CPU. Checkpoints (``checkpoints/last.pt`` every epoch,
-``checkpoints/best.pt`` at the best validation mPQ+) are written atomically and hold model,
-optimiser, scheduler, epoch, RNG states and the config.
+``checkpoints/best.pt`` at the best validation mPQ+, or the last where nothing validates)
+are written atomically and hold model, optimiser, epoch, optimiser step, RNG states and the
+config.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from nucstudy.data import (
     build_augmentation,
     make_loader,
     mix_synthetic,
+    rare_class_weights,
     split_by_source,
 )
 from nucstudy.device import FastPath, choose_fast_path, loader_workers, resolve_device
@@ -65,6 +74,7 @@ from nucstudy.io import atomic_write_text
 from nucstudy.methods import build_method
 from nucstudy.metrics import conic_metrics
 from nucstudy.models import build_model
+from nucstudy.schedule import set_lr, weight_average
 
 
 class TrainingError(RuntimeError):
@@ -112,7 +122,12 @@ class Trainer:
 
         self.data = data if data is not None else config.open_data("train")
         self.scheme = self.data.scheme
-        self.train_idx, self.val_idx = split_by_source(self.data, config.val_fraction, config.seed)
+        if config.val_fraction > 0:
+            self.train_idx, self.val_idx = split_by_source(
+                self.data, config.val_fraction, config.seed
+            )
+        else:  # every source image trains; nothing validates
+            self.train_idx, self.val_idx = np.arange(len(self.data)), np.arange(0)
         if config.synthetic_mix:
             self.data, self.train_idx = mix_synthetic(
                 self.data, self.train_idx, config.synthetic_mix, config.seed
@@ -125,6 +140,7 @@ class Trainer:
                 stain=config.stain_augment,
                 stain_strength=config.stain_strength,
                 extra=tuple(config.extra_augment),
+                keep_ratio=config.keep_ratio,
             )
             if config.augment
             else None
@@ -142,8 +158,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(config.lr_milestones), gamma=config.lr_gamma
+        self.average = (
+            weight_average(self.model, config.ema_decay) if config.ema_decay is not None else None
         )
         self.network: nn.Module = self.model
         if self.distributed:
@@ -161,7 +177,12 @@ class Trainer:
             else None
         )
         self.loader = self._make_loader()
+        self.steps_per_epoch = len(self.loader)
+        self.lr_at = config.lr_schedule_of(self.steps_per_epoch)
+        self.total_steps = self.lr_at.total_steps
+        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.epoch = 0
+        self.step = 0
         self.multiply_adds_per_patch: float | None = None
         self.best_score = -math.inf
         self.history: list[dict[str, Any]] = []
@@ -184,7 +205,13 @@ class Trainer:
 
     def _make_loader(self):
         per_rank = max(1, self.config.batch_size // self.world_size)
+        if self.config.sampling == "rare" and self.distributed:
+            raise TrainingError("sampling 'rare' is not available with several processes")
         if self.sampler is None:
+            weights = None
+            if self.config.sampling == "rare":
+                class_maps = self.data.labels[self.train_idx, ..., 1]
+                weights = rare_class_weights(class_maps, self.scheme.n_classes)
             return make_loader(
                 self.train_set,
                 per_rank,
@@ -193,6 +220,7 @@ class Trainer:
                 num_workers=self.workers,
                 drop_last=len(self.train_set) > per_rank,
                 collate_fn=self.method.collate,
+                sample_weights=weights,
             )
         return torch.utils.data.DataLoader(
             self.train_set,
@@ -210,21 +238,29 @@ class Trainer:
         saved = ExperimentConfig.from_dict(json.loads(state["config"]))
         if saved.to_dict() != self.config.to_dict():
             raise TrainingError(f"{path}: saved with another config; resume with the same one")
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(state.get("train_model", state["model"]))
+        if self.average is not None:
+            self.average.module.load_state_dict(state["model"])
+            self.average.n_averaged.fill_(int(state["ema_updates"]))
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
+        # checkpoints before the step count was kept ended every epoch on a full epoch
+        self.step = int(state.get("step", self.epoch * self.steps_per_epoch))
         self.best_score = float(state["best_score"])
         set_rng_state(state["rng"])
         history = self.run_dir / HISTORY_FILE
         if history.is_file():
             rows = pd.read_csv(history).to_dict("records")
             self.history = [row for row in rows if row["epoch"] <= self.epoch]
+            for row in self.history:  # rows written before steps were counted
+                if pd.isna(row.get("step", math.nan)):
+                    row["step"] = row["epoch"] * self.steps_per_epoch
+                    row["images_seen"] = row["step"] * self.config.batch_size
 
     # -- the loop ----------------------------------------------------------------------------
 
     def fit(self) -> pd.DataFrame:
-        """Train until ``config.epochs``; returns the history (one row per epoch)."""
+        """Train for the run's steps; returns the history (one row per epoch)."""
         started = now()
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -233,10 +269,10 @@ class Trainer:
             atomic_write_text(self.run_dir / TRAINED_ON_FILE, json.dumps(trained_on) + "\n")
             write_env(self.run_dir, started=started, finished=None, **self._env())
         try:
-            while self.epoch < self.config.epochs:
+            while self.step < self.total_steps:
                 row = self._train_epoch(self.epoch)
                 self.epoch += 1
-                last = self.epoch == self.config.epochs
+                last = self.step >= self.total_steps
                 if self.is_main and (self.epoch % self.config.eval_every == 0 or last):
                     row.update(self.validate())
                 self._end_epoch(row)
@@ -255,6 +291,8 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "workers": self.workers,
             "crop_px": self.crop if self.config.augment else None,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
             # forward + backward of one training patch, counted on the first step
             "train_multiply_adds_per_patch": self.multiply_adds_per_patch,
         }
@@ -268,28 +306,32 @@ class Trainer:
             self.loader.generator.manual_seed(self.config.seed * 100_003 + epoch)
         sums: dict[str, float] = defaultdict(float)
         batches = images = 0
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.lr_at(self.step)
         start = time.perf_counter()
         bar = tqdm(
             self.loader,
-            desc=f"epoch {epoch + 1}/{self.config.epochs}",
+            desc=f"epoch {epoch + 1}/{self.total_epochs}",
             unit="batch",
             disable=not (self.progress and sys.stderr.isatty()),
             leave=False,
         )
         for batch in bar:
+            if self.step >= self.total_steps:
+                break
+            set_lr(self.optimizer, self.lr_at(self.step))
             terms = self._step(batch, epoch)
+            self.step += 1
             for name, value in terms.items():
                 sums[name] += value
             batches += 1
             images += len(batch["image"]) * self.world_size
             bar.set_postfix({k: f"{v / batches:.3f}" for k, v in sums.items()}, refresh=False)
-        self.scheduler.step()
         self._sync_buffers()
         seconds = time.perf_counter() - start
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
         row.update({f"train_{name}": value / max(batches, 1) for name, value in sums.items()})
         row.update({"seconds": seconds, "images_per_s": images / seconds if seconds else 0.0})
+        row.update({"step": self.step, "images_seen": self.step * self.config.batch_size})
         return row
 
     def _sync_buffers(self) -> None:
@@ -316,7 +358,15 @@ class Trainer:
         if counting:
             self.multiply_adds_per_patch = counter.get_total_flops() / 2 / len(batch["image"])
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update_parameters(self.model)
         return {name: float(value.detach()) for name, value in terms.items()}
+
+    @property
+    def kept_model(self) -> nn.Module:
+        """The weights validated, saved as the checkpoint's model and so evaluated: the
+        weight average where the run keeps one, else the trained weights."""
+        return self.average.module if self.average is not None else self.model
 
     def validate(self) -> dict[str, float]:
         """mPQ+, R² and PQ of the current model on the validation patches."""
@@ -324,7 +374,7 @@ class Trainer:
             return {}
         val = self.data.subset(self.val_idx)
         pred = predict_labels(
-            self.model,
+            self.kept_model,
             val.images,
             val.mpp,
             batch_size=max(1, self.config.batch_size),
@@ -341,6 +391,7 @@ class Trainer:
             return
         score = row.get("val_mpq+")
         improved = score is not None and score > self.best_score
+        improved = improved or self.val_idx.size == 0  # nothing validates: keep the last
         if improved:
             self.best_score = score
         state = self.state()
@@ -355,18 +406,19 @@ class Trainer:
             shown = {k: v for k, v in row.items() if k.startswith(("train_total", "val_"))}
             text = ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
             tqdm.write(
-                f"epoch {row['epoch']}/{self.config.epochs}: {text} ({row['seconds']:.1f} s, "
-                f"{row['images_per_s']:.1f} images/s)"
+                f"epoch {row['epoch']}/{self.total_epochs} (step {self.step}): {text} "
+                f"({row['seconds']:.1f} s, {row['images_per_s']:.1f} images/s)"
             )
             sys.stdout.flush()
 
     def state(self) -> dict[str, Any]:
         """Everything a checkpoint holds (tensors and plain values only)."""
-        return {
-            "model": self.model.state_dict(),
+        state: dict[str, Any] = {
+            "model": self.kept_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
+            "step": self.step,
+            "images_seen": self.step * self.config.batch_size,
             "best_score": self.best_score,
             "n_types": self.scheme.n_classes,
             "scheme": self.scheme.name,
@@ -374,6 +426,10 @@ class Trainer:
             "rng": rng_state(),
             "config": json.dumps(self.config.to_dict()),
         }
+        if self.average is not None:
+            state["train_model"] = self.model.state_dict()
+            state["ema_updates"] = int(self.average.n_averaged)
+        return state
 
 
 def train_and_evaluate(

@@ -231,7 +231,9 @@ def test_bad_arguments_get_clear_errors():
         SegmentationLoss(None)(dict(outputs, hv=outputs["hv"][:, :1]), targets)
     with pytest.raises(ValueError, match="integer class ids"):
         SegmentationLoss(None)(outputs, dict(targets, tp=targets["tp"].float()))
-    with pytest.raises(ValueError, match="unknown loss term.*hv_msge"):
-        SegmentationLoss(term_weights={"hv_msge": 1.0})
+    with pytest.raises(ValueError, match="unknown loss term.*hv_grad"):
+        SegmentationLoss(term_weights={"hv_grad": 1.0})
+    with pytest.raises(ValueError, match="dice_classes"):
+        SegmentationLoss(dice_classes="some")
     with pytest.raises(ValueError, match="positive"):
         SegmentationLoss(class_weights=[1.0, 0.0])

@@ -22,6 +22,7 @@ from nucstudy.data.consep import (
 )
 from nucstudy.data.dataset import NucleiDataset, make_loader
 from nucstudy.data.sources import open_source, parse_source
+from nucstudy.data.sampling import SAMPLINGS, rare_class_weights
 from nucstudy.data.split import split_by_source
 from nucstudy.data.synthetic import mix_synthetic, synthetic_conic
 from nucstudy.data.targets import make_targets
@@ -32,6 +33,7 @@ __all__ = [
     "CONSEP_MPP",
     "ConicData",
     "NucleiDataset",
+    "SAMPLINGS",
     "augment_pair",
     "build_augmentation",
     "challenge_crop",
@@ -45,6 +47,7 @@ __all__ = [
     "mix_synthetic",
     "open_source",
     "parse_source",
+    "rare_class_weights",
     "region_mosaic",
     "save_conic",
     "split_by_source",

@@ -36,6 +36,7 @@ def build_augmentation(
     stain: bool = False,
     stain_strength: str = "default",
     extra: tuple[str, ...] = (),
+    keep_ratio: bool = False,
 ) -> A.Compose:
     """The training augmentation pipeline.
 
@@ -57,6 +58,8 @@ def build_augmentation(
             probability 0.3, then Gaussian noise (standard deviation 2 % to 8 % of the
             range) with probability 0.3; ``"grayscale"``: the patch turned to gray (kept as
             three channels) with probability 0.2.
+        keep_ratio: rescale x and y by one factor; otherwise (albumentations' default)
+            each axis draws its own factor from ``scale``, which stretches nuclei.
 
     Returns:
         An albumentations Compose taking ``image`` (H x W x 3 uint8) and ``mask``
@@ -67,6 +70,7 @@ def build_augmentation(
         A.VerticalFlip(p=0.5),
         A.Affine(
             scale=scale,
+            keep_ratio=keep_ratio,
             rotate=rotate,
             interpolation=cv2.INTER_LINEAR,
             mask_interpolation=cv2.INTER_NEAREST,

@@ -8,7 +8,7 @@ from typing import Any
 import albumentations as A
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from nucstudy.data.augment import augment_pair
 from nucstudy.data.conic import ConicData
@@ -99,6 +99,7 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
     collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
+    sample_weights: np.ndarray | None = None,
 ) -> DataLoader:
     """A DataLoader whose shuffling order depends only on ``seed`` (and the epoch count).
 
@@ -110,13 +111,30 @@ def make_loader(
         num_workers: loader processes (0 loads in the main process).
         drop_last: drop a last incomplete batch.
         collate_fn: how items become a batch (default: every entry stacked).
+        sample_weights: one weight per item: each epoch then draws ``len(dataset)`` items
+            with replacement, in proportion to the weights, from the same generator
+            (instead of ``shuffle``; see :mod:`nucstudy.data.sampling`).
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
+    sampler = None
+    if sample_weights is not None:
+        if len(sample_weights) != len(dataset):
+            raise ValueError(
+                f"{len(sample_weights)} sample weights for a dataset of {len(dataset)} items"
+            )
+        sampler = WeightedRandomSampler(
+            torch.as_tensor(sample_weights, dtype=torch.float64),
+            num_samples=len(dataset),
+            replacement=True,
+            generator=generator,
+        )
+        shuffle = False
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
         drop_last=drop_last,
         generator=generator,
