@@ -32,8 +32,8 @@ from typing import Any
 import pandas as pd
 
 from nucstudy.data.augment import EXTRA_AUGMENTS, SCALE_RANGE, STAIN_STRENGTHS
-from nucstudy.data.sampling import SAMPLINGS
 from nucstudy.data.conic import ConicData
+from nucstudy.data.sampling import SAMPLINGS
 from nucstudy.data.sources import open_source, parse_source
 from nucstudy.io import atomic_write_text
 from nucstudy.losses import DENSE_LOSS_TERMS, DICE_CLASSES

@@ -21,8 +21,8 @@ from nucstudy.data.consep import (
     tile_region,
 )
 from nucstudy.data.dataset import NucleiDataset, make_loader
-from nucstudy.data.sources import open_source, parse_source
 from nucstudy.data.sampling import SAMPLINGS, rare_class_weights
+from nucstudy.data.sources import open_source, parse_source
 from nucstudy.data.split import split_by_source
 from nucstudy.data.synthetic import mix_synthetic, synthetic_conic
 from nucstudy.data.targets import make_targets
