@@ -207,3 +207,53 @@ def test_a_run_with_the_crop_trains_on_crops(tmp_path):
     assert next(iter(trainer.loader))["image"].shape[-2:] == (32, 32)
     trainer.fit()
     assert json.loads((tmp_path / "env.json").read_text())["crop_px"] == 32
+
+
+def test_keep_ratio_scales_both_axes_alike():
+    image = np.full((64, 64, 3), 200, np.uint8)
+    label = np.zeros((64, 64, 2), np.int32)
+    label[24:40, 24:40] = (1, 2)  # a 16 px square nucleus
+
+    def aspect_ratios(keep_ratio):
+        transform = build_augmentation(scale=(0.6, 1.6), rotate=(0, 0), keep_ratio=keep_ratio)
+        ratios = []
+        for seed in range(40):
+            _, out = augment_pair(transform, image, label, seed)
+            rows, cols = np.nonzero(out[..., 0])
+            if rows.size:
+                ratios.append((np.ptp(rows) + 1) / (np.ptp(cols) + 1))
+        return np.array(ratios)
+
+    assert np.abs(aspect_ratios(True) - 1).max() <= 0.15  # one pixel of rounding
+    assert np.abs(aspect_ratios(False) - 1).max() > 0.3
+
+
+def test_rare_class_weights_by_hand():
+    from nucstudy.data import rare_class_weights
+
+    maps = np.zeros((4, 2, 2), np.int64)
+    maps[0, 0, 0] = 1  # class 1 in patches 0, 1, 2: share 3/4
+    maps[1, 0, 0] = 1
+    maps[2, 0, 0] = 1
+    maps[2, 1, 1] = 2  # class 2 in patch 2 only: share 1/4
+    weights = rare_class_weights(maps, n_classes=3)
+    common = 1 / np.sqrt(3 / 4)
+    assert weights == pytest.approx([common, common, 2.0, 1.0])  # patch 3: no nuclei
+    with pytest.raises(ValueError, match="class ids"):
+        rare_class_weights(maps + 3, n_classes=3)
+
+
+def test_rare_sampling_draws_rare_patches_more_often(synthetic_small):
+    dataset = NucleiDataset(synthetic_small)
+    weights = np.ones(len(dataset))
+    weights[0] = 50.0
+    loader = make_loader(dataset, 4, shuffle=True, seed=0, sample_weights=weights)
+    drawn = np.concatenate([batch["index"].numpy() for batch in loader])
+    assert len(drawn) == len(dataset) and np.count_nonzero(drawn == 0) > 2
+    again = np.concatenate(
+        [
+            batch["index"].numpy()
+            for batch in make_loader(dataset, 4, shuffle=True, seed=0, sample_weights=weights)
+        ]
+    )
+    assert np.array_equal(drawn, again)

@@ -237,3 +237,39 @@ def test_bad_arguments_get_clear_errors():
         SegmentationLoss(dice_classes="some")
     with pytest.raises(ValueError, match="positive"):
         SegmentationLoss(class_weights=[1.0, 0.0])
+
+
+def test_msge_in_the_paper_loss_only_where_it_has_a_weight():
+    targets = example_targets()
+    torch.manual_seed(4)
+    outputs = {"np": torch.randn(2, 2, 8, 8), "hv": torch.randn(2, 2, 8, 8)}
+    outputs["tp"] = torch.randn(2, 7, 8, 8)
+    plain = SegmentationLoss()(outputs, targets)
+    assert "hv_msge" not in plain
+    hv_terms = SegmentationLoss(term_weights={"hv_mse": 2.0, "hv_msge": 1.0})(outputs, targets)
+    expected_msge = msge_loss(outputs["hv"], targets["hv"], targets["np"])
+    assert torch.allclose(hv_terms["hv_msge"], expected_msge)
+    by_hand = plain["total"] + plain["hv_mse"] + expected_msge  # HV MSE once more, plus MSGE
+    assert torch.allclose(hv_terms["total"], by_hand)
+
+
+def test_the_dice_over_present_classes_leaves_absent_ones_out():
+    # three classes, two pixels of class 0 and 1; class 2 absent from the target
+    probs = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])  # pixel x class
+    logits = probs.log().T.reshape(1, 3, 1, 2)
+    target = torch.tensor([[[0, 1]]])
+    dice = [
+        (2 * 0.6 + EPS) / (0.8 + 1 + EPS),
+        (2 * 0.5 + EPS) / (0.8 + 1 + EPS),
+        EPS / (0.4 + EPS),  # absent: only 1 once the class is predicted nowhere
+    ]
+    every = soft_dice_loss(logits, target, EPS, "mean", "all").item()
+    assert every == pytest.approx(1 - sum(dice) / 3)
+    present = soft_dice_loss(logits, target, EPS, "mean", "present").item()
+    assert present == pytest.approx(1 - (dice[0] + dice[1]) / 2)
+    summed = soft_dice_loss(logits, target, EPS, "sum", "present").item()
+    assert summed == pytest.approx((1 - dice[0]) + (1 - dice[1]))
+    loss = SegmentationLoss(class_weights=None, dice_classes="present")
+    outputs = {"np": logits[:, :2], "hv": torch.zeros(1, 2, 1, 2), "tp": logits}
+    targets = {"np": target, "hv": torch.zeros(1, 2, 1, 2), "tp": target}
+    assert loss(outputs, targets)["tp_dice"].item() == pytest.approx(present)
