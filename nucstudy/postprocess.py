@@ -12,7 +12,8 @@ notebook can show each of them:
 4. :func:`watershed_instances`: watershed of the negated, blurred ``1 - energy`` from the
    markers, inside the foreground; ids 1..n.
 5. :func:`vote_classes`: each nucleus takes the most frequent class of the type map inside
-   it (ties to the lower id; background only when nothing else is present).
+   it (ties to the lower id); a nucleus whose pixels all say background takes the most
+   likely nuclear class instead, so no nucleus is ever of class background.
 
 The published constants (Sobel kernel 21, 5 x 5 opening, 10 px minimum sizes) are for
 0.25 um/px (40x). CoNIC is 0.5 um/px (20x), where those constants merge touching nuclei.
@@ -392,20 +393,35 @@ def type_map_of(tp: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     )
 
 
-def vote_classes(inst_map: np.ndarray, type_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def vote_classes(
+    inst_map: np.ndarray, type_map: np.ndarray, fallback_map: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Each nucleus's most frequent class in the type map, without a mask per nucleus.
 
-    Background (0) wins only when a nucleus has no pixel of another class; ties go to the
-    lower class id.
+    Background (0) is never voted for while a nucleus has a pixel of another class; ties go
+    to the lower class id. A nucleus whose pixels are all background in ``type_map`` takes
+    its vote in ``fallback_map`` instead (the most likely nuclear class of each pixel), so
+    that no nucleus is given the class background; without a fallback it keeps class 0.
 
     Args:
         inst_map: H x W int instance map, nuclei 1..n.
         type_map: H x W int class map (class ids >= 0).
+        fallback_map: H x W int class map of nuclear classes (ids >= 1), or None.
 
     Returns:
         (class_id, class_prob): int32 (n,) voted class of nucleus i + 1 and float64 (n,)
-        the fraction of its pixels with that class.
+        the fraction of its pixels with that class (in the map it was voted in).
     """
+    class_id, class_prob = _vote(inst_map, type_map)
+    if fallback_map is not None and (class_id == 0).any():
+        fallback_id, fallback_prob = _vote(inst_map, fallback_map)
+        unvoted = class_id == 0
+        class_id[unvoted], class_prob[unvoted] = fallback_id[unvoted], fallback_prob[unvoted]
+    return class_id, class_prob
+
+
+def _vote(inst_map: np.ndarray, type_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The majority vote of :func:`vote_classes` in one class map."""
     n = int(inst_map.max(initial=0))
     k = int(type_map.max(initial=0)) + 1
     pixel = np.flatnonzero(inst_map)
@@ -417,6 +433,15 @@ def vote_classes(inst_map: np.ndarray, type_map: np.ndarray) -> tuple[np.ndarray
         class_id[has_class] = np.argmax(votes[has_class, 1:], axis=1) + 1
     class_prob = votes[np.arange(n), class_id] / np.maximum(votes.sum(axis=1), 1)
     return class_id, class_prob
+
+
+def nuclear_type_map(tp: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
+    """The most likely nuclear class (1..K-1) of every pixel of a K x H x W probability map;
+    None for an integer class map, which has no second choice."""
+    tp = np.asarray(tp)
+    if tp.ndim == 3 and tp.shape[1:] == shape and tp.shape[0] > 1:
+        return (np.argmax(tp[1:], axis=0) + 1).astype(np.int32)
+    return None
 
 
 def nucleus_geometry(inst_map: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -525,20 +550,28 @@ def hover_postprocess(
     np_prob, hv = np.asarray(np_prob), np.asarray(hv)
     shape = _check_outputs(np_prob, hv)
     type_map = type_map_of(tp, shape)
+    fallback_map = nuclear_type_map(tp, shape)
     thresholds = thresholds or Thresholds()
     if method == "native":
         params = thresholds.apply(WatershedParams.at(mpp), mpp)
         inst_map = segment_instances(np_prob, hv, params)
-        class_id, class_prob = vote_classes(inst_map, type_map)
+        class_id, class_prob = vote_classes(inst_map, type_map, fallback_map)
     elif method == "resample":
-        inst_map, class_id, class_prob = _resample_route(np_prob, hv, type_map, mpp, thresholds)
+        inst_map, class_id, class_prob = _resample_route(
+            np_prob, hv, type_map, fallback_map, mpp, thresholds
+        )
     else:
         raise ValueError(f"method must be 'native' or 'resample', got {method!r}")
     return Nuclei.from_instances(inst_map, class_id, class_prob)
 
 
 def _resample_route(
-    np_prob: np.ndarray, hv: np.ndarray, type_map: np.ndarray, mpp: float, thresholds: Thresholds
+    np_prob: np.ndarray,
+    hv: np.ndarray,
+    type_map: np.ndarray,
+    fallback_map: np.ndarray | None,
+    mpp: float,
+    thresholds: Thresholds,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Post-process at 0.25 um/px and sample back: instance map, classes, class fractions."""
     if not mpp > 0:
@@ -555,7 +588,8 @@ def _resample_route(
         np.stack([up(channel.astype(np.float32)) for channel in hv]),
         thresholds.apply(WatershedParams(), HOVER_MPP),
     )
-    class_big, prob_big = vote_classes(inst_big, up(type_map, cv2.INTER_NEAREST))
+    fallback_big = None if fallback_map is None else up(fallback_map, cv2.INTER_NEAREST)
+    class_big, prob_big = vote_classes(inst_big, up(type_map, cv2.INTER_NEAREST), fallback_big)
     inst_small = cv2.resize(inst_big, (width, height), interpolation=cv2.INTER_NEAREST)
     kept = np.unique(inst_small)
     kept = kept[kept > 0]

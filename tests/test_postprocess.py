@@ -179,6 +179,30 @@ def test_vote_majority_ties_and_background():
     np.testing.assert_allclose(class_prob, [0.5, 0.5, 1.0, 1 / 3])
 
 
+def test_a_nucleus_all_background_in_the_type_map_takes_its_likeliest_nuclear_class():
+    inst = np.array([[1, 1, 2, 2]])
+    tp = np.array([[0, 0, 3, 0]])
+    fallback = np.array([[2, 2, 1, 1]])
+    class_id, class_prob = vote_classes(inst, tp, fallback)
+    assert class_id.tolist() == [2, 3]  # nucleus 1 from the fallback, 2 keeps its vote
+    np.testing.assert_allclose(class_prob, [1.0, 0.5])
+
+
+def test_post_processing_never_writes_a_nucleus_of_class_background():
+    np_prob = np.zeros((32, 32), np.float32)
+    np_prob[8:20, 8:20] = 1.0
+    rows, cols = np.mgrid[0:32, 0:32].astype(np.float32)
+    hv = np.stack([(cols - 13.5) / 6, (rows - 13.5) / 6]) * (np_prob > 0)
+    tp = np.zeros((4, 32, 32), np.float32)
+    tp[0] = 0.6  # the type head says background everywhere, nucleus included
+    tp[3] = 0.3
+    tp[1] = 0.1
+    for route in ("native", "resample"):
+        nuclei = hover_postprocess(np_prob, hv, tp, mpp=0.5, method=route)
+        assert len(nuclei.class_id) == 1 and nuclei.class_id.tolist() == [3], route
+        assert (nuclei.class_map[nuclei.inst_map > 0] == 3).all()
+
+
 @settings(max_examples=50, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_vote_equals_a_mask_per_nucleus(seed):
