@@ -282,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not store the training images' colour statistics (then the model's data "
         "need not be at hand, and segment --stain-normalise is not available)",
     )
+    export.add_argument(
+        "--state-scores",
+        metavar="DATA",
+        help="score the written file on a fixed subset of DATA's test split (e.g. "
+        "consep:../shared/data/consep256) and write <out>.scores.json beside it",
+    )
 
     data = commands.add_parser("data", help="generate, import and summarise data sets")
     tools = data.add_subparsers(dest="tool", required=True, parser_class=_Parser)
@@ -551,6 +557,14 @@ def _export(args: argparse.Namespace) -> int:
             ) from None
     out = export_model(checkpoint, args.out, half=not args.full_precision, stain=stain)
     print(f"{out}: {out.stat().st_size / 1e6:.1f} MB")
+    if args.state_scores:
+        from nucstudy.stated_scores import stated_scores_path, write_stated_scores
+
+        _check_source(args.state_scores)
+        scores = json.loads(write_stated_scores(out, args.state_scores).read_text())["scores"]
+        print(
+            f"{stated_scores_path(out)}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+        )
     return 0
 
 
