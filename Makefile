@@ -18,11 +18,21 @@ GPU_WHEELS := albumentations albucore pydantic pydantic_core annotated-types typ
 
 .PHONY: setup study test lint book benchmarks gpu-study gpu-bundle clean
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) --upgrade pip
-	$(PIP_INSTALL) -e ".[dev]"
-	touch $@
+# Every dependency at the exact version of requirements.lock (Linux x86_64, Python 3.11;
+# regenerate it as README says), then the package itself. One line per phase; pip's own
+# output goes to $(VENV)/setup.log and is shown only when a phase fails.
+SETUP_LOG := $(VENV)/setup.log
+QUIETLY = >> $(SETUP_LOG) 2>&1 || { tail -n 30 $(SETUP_LOG); echo "setup failed: see $(SETUP_LOG)"; exit 1; }
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@echo "setup: creating $(VENV) (pip's log: $(SETUP_LOG))"
+	@$(PYTHON) -m venv $(VENV) && : > $(SETUP_LOG)
+	@$(PIP_INSTALL) --upgrade pip $(QUIETLY)
+	@echo "setup: installing the locked dependencies (requirements.lock)"
+	@$(PIP_INSTALL) -r requirements.lock $(QUIETLY)
+	@echo "setup: installing nucstudy (editable)"
+	@$(PIP_INSTALL) --no-deps -e . $(QUIETLY)
+	@touch $@
 
 setup: $(VENV)/.installed
 
