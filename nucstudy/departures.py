@@ -5,7 +5,8 @@ the protocol in :data:`ASPECTS` (compared with the paper there) or is listed in
 :data:`NOT_PROTOCOL` (names, paths, devices, speed settings that change nothing the paper
 describes). A test keeps the two lists complete, so a new config field cannot escape the
 table. :func:`departures_table` gives one row per aspect: the paper's value, each run's
-value, whether it departs, and why.
+value, whether it departs, and why. Aspects of one method only (the set-up of the Table I
+baselines) have an ``applies`` test: they are listed only when some run is of that method.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import pandas as pd
 from nucstudy.data.augment import build_augmentation
 from nucstudy.data.sources import parse_source
 from nucstudy.experiment import CONFIG_FILE, ENV_FILE, METRICS_FILE, ExperimentConfig
+from nucstudy.instances import SCORE_THRESHOLD
+from nucstudy.models.hovernet import HEAD_INIT_STD
+from nucstudy.models.maskrcnn import SETUP_VERSION, SETUPS, NucleusMaskRCNN
 from nucstudy.paths import REPO_ROOT
 
 
@@ -47,9 +51,14 @@ class Run:
         return cls(label, config, optional(ENV_FILE), optional(METRICS_FILE))
 
 
+def _every_run(run: Run) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Aspect:
-    """One aspect of the protocol: the paper's value, ours, and why they differ."""
+    """One aspect of the protocol: the paper's value, ours, and why they differ; ``applies``
+    says to which runs it applies (by default every run)."""
 
     name: str
     paper: str
@@ -57,6 +66,7 @@ class Aspect:
     ours: Callable[[Run], str]
     same: Callable[[Run], bool]
     why: str
+    applies: Callable[[Run], bool] = _every_run
 
 
 def _data(run: Run) -> str:
@@ -96,9 +106,55 @@ def _augmentation(run: Run) -> str:
         return "none"
     defaults = inspect.signature(build_augmentation).parameters
     return (
-        f"flips; rescale {tuple(run.config.scale_range)}, rotation {defaults['rotate'].default} "
-        f"deg (p 0.8); HSV shifts {defaults['hsv'].default} (p 0.8)"
+        f"flips; rescale {tuple(run.config.scale_range)}"
+        + (" (aspect ratio kept)" if run.config.keep_ratio else "")
+        + f", rotation {defaults['rotate'].default} deg (p 0.8); HSV shifts "
+        f"{defaults['hsv'].default} (p 0.8)"
     )
+
+
+def _length(run: Run) -> str:
+    config = run.config
+    if config.steps is not None:
+        return f"{config.steps} optimiser steps"
+    return f"{config.images} patches seen" if config.images is not None else str(config.epochs)
+
+
+def _optimiser(run: Run) -> str:
+    config = run.config
+    if config.lr_schedule == "cosine":
+        schedule = "cosine to 0"
+    else:
+        at = config.lr_milestone_fractions or config.lr_milestones
+        of = " of the run" if config.lr_milestone_fractions else ""
+        schedule = f"x{config.lr_gamma:g} at {', '.join(f'{m:g}' for m in at)}{of}"
+    extras = [
+        f"weight decay {config.weight_decay:g}" if config.weight_decay else "",
+        f"warm-up {config.warmup_steps} steps" if config.warmup_steps else "",
+        f"weight average (EMA {config.ema_decay:g})" if config.ema_decay is not None else "",
+    ]
+    return ", ".join([f"Adam, {config.lr:g}, {schedule}", *filter(None, extras)])
+
+
+def _paper_optimiser(run: Run) -> bool:
+    config = run.config
+    return (config.lr, config.lr_milestones, config.lr_gamma) == (3e-4, [25, 35], 0.1) and (
+        config.lr_schedule == "step"
+        and not (config.lr_milestone_fractions or config.weight_decay or config.warmup_steps)
+        and config.ema_decay is None
+    )
+
+
+def _loss(run: Run) -> str:
+    config = run.config
+    text = {
+        "paper": "the paper's (Dice: mean over classes)",
+        "hovernet": "HoVer-Net's (adds MSGE; Dice summed over classes)",
+        "maskrcnn": "torchvision's Mask R-CNN losses",
+    }[config.loss]
+    weights = ", ".join(f"{k} {v:g}" for k, v in config.loss_weights.items())
+    present = "; Dice over the classes present" if config.dice_classes == "present" else ""
+    return text + (f"; term weights {weights}" if weights else "") + present
 
 
 _STAIN_TEXT = {
@@ -191,9 +247,9 @@ ASPECTS: tuple[Aspect, ...] = (
     Aspect(
         "epochs",
         "50",
-        ("epochs",),
-        lambda run: str(run.config.epochs),
-        lambda run: run.config.epochs == 50,
+        ("epochs", "steps", "images"),
+        _length,
+        lambda run: _length(run) == "50",
         "the compute at hand: 2 CPU cores, no GPU",
     ),
     Aspect(
@@ -207,22 +263,16 @@ ASPECTS: tuple[Aspect, ...] = (
     Aspect(
         "optimiser, learning rate, schedule",
         "Adam, 3e-4, x0.1 at epochs 25 and 35",
-        ("lr", "lr_milestones", "lr_gamma", "weight_decay"),
-        lambda run: (
-            f"Adam, {run.config.lr:g}, x{run.config.lr_gamma:g} at "
-            f"{', '.join(map(str, run.config.lr_milestones))}"
-            + (f", weight decay {run.config.weight_decay:g}" if run.config.weight_decay else "")
-        ),
-        lambda run: (
-            (run.config.lr, run.config.lr_milestones, run.config.lr_gamma) == (3e-4, [25, 35], 0.1)
-            and not run.config.weight_decay
-        ),
+        ("lr", "lr_milestones", "lr_gamma", "weight_decay", "lr_schedule")
+        + ("lr_milestone_fractions", "warmup_steps", "ema_decay"),
+        _optimiser,
+        _paper_optimiser,
         "a shorter schedule needs a larger rate to learn in 30 epochs",
     ),
     Aspect(
         "augmentation",
         "flips, rescale, rotation, random HSV (ranges not given)",
-        ("augment", "scale_range"),
+        ("augment", "scale_range", "keep_ratio"),
         _augmentation,
         lambda run: False,
         "the paper gives no ranges: these are the study's",
@@ -283,14 +333,24 @@ ASPECTS: tuple[Aspect, ...] = (
     Aspect(
         "loss",
         "CE + Dice (NP), MSE (HV), weighted CE + Dice (TP); Dice the mean over classes",
-        ("loss",),
+        ("loss", "loss_weights", "dice_classes"),
+        _loss,
         lambda run: (
-            "the paper's (Dice: mean over classes)"
-            if run.config.loss == "paper"
-            else "HoVer-Net's (adds MSGE; Dice summed over classes)"
+            (run.config.loss, run.config.dice_classes) == ("paper", "all")
+            and not run.config.loss_weights
         ),
-        lambda run: run.config.loss == "paper",
-        "the HoVer-Net baseline keeps its own loss",
+        "each baseline keeps its own loss; term weights and the Dice over present classes "
+        "are the training recipe's options",
+    ),
+    Aspect(
+        "patch sampling",
+        "every patch once an epoch (implied by epochs)",
+        ("sampling",),
+        lambda run: {"uniform": "every patch once an epoch", "rare": "rare classes more often"}[
+            run.config.sampling
+        ],
+        lambda run: run.config.sampling == "uniform",
+        "rare-class sampling is a training recipe option for the rare classes",
     ),
     Aspect(
         "post-processing",
@@ -341,6 +401,84 @@ ASPECTS: tuple[Aspect, ...] = (
     ),
 )
 
+
+_DETECTIONS = inspect.signature(NucleusMaskRCNN).parameters["detections_per_image"].default
+_RULES = {
+    "nucleus": "nucleus score 1 - p(background), likeliest foreground class",
+    "per_class": "torchvision's per-class scores",
+}
+#: How each baseline option reads in the table.
+_TEXT: dict[str, Callable[[object], str]] = {
+    "head_init": lambda v: (
+        f"output convs normal (std {HEAD_INIT_STD:g}), zero bias"
+        if v == "small"
+        else "Kaiming fan-out, output convs included"
+    ),
+    "upscale": lambda v: f"images x{v:g}",
+    "anchor_sizes": lambda v: f"anchors {list(v)} px of the data",
+    "detection_rule": lambda v: _RULES[v],
+    "detections_per_image": lambda v: f"2,000 proposals, up to {v} detections per image",
+}
+
+
+def _option(name: str, now: object, then: object | None = None) -> Callable[[Run], str]:
+    """A baseline's model option in words. One its config leaves out is at the default,
+    which fixing the baselines changed from ``then`` to ``now``: the config cannot tell which held."""
+
+    def ours(run: Run) -> str:
+        text, value = _TEXT[name], run.config.model_options.get(name)
+        if value is not None:
+            return text(value)
+        before = "" if then in (None, now) else f" by default ({text(then)} in the earlier runs)"
+        return text(now) + before
+
+    return ours
+
+
+def _baseline(name: str, model: str, ours: Callable[[Run], str], why: str) -> Aspect:
+    """An aspect of one baseline's set-up (the paper states none)."""
+    applies = lambda run: run.config.model == model  # noqa: E731
+    return Aspect(name, "not stated", (), ours, lambda run: False, why, applies)
+
+
+_NOW, _THEN = SETUPS[SETUP_VERSION], SETUPS[1]
+#: The set-up of the Table I baselines, listed where a run is of that method.
+BASELINE_ASPECTS: tuple[Aspect, ...] = (
+    _baseline(
+        "HoVer-Net output layers",
+        "hovernet",
+        _option("head_init", "small", "kaiming"),
+        "Kaiming's fan-out on the 1 x 1 output convs starts the HV maps at several units; "
+        "started small, the first losses are of the order of the proposed network's",
+    ),
+    _baseline(
+        "Mask R-CNN image scale and anchors",
+        "maskrcnn",
+        lambda run: "; ".join(
+            _option(name, _NOW[name], _THEN[name])(run) for name in ("upscale", "anchor_sizes")
+        ),
+        "COCO's (short side 800 px, anchors 32-512 px) miss 20x nuclei: most nuclei need an "
+        "anchor at IoU >= 0.5 (maskrcnn.anchor_coverage; at least 75 % on CoNSeP, tested)",
+    ),
+    _baseline(
+        "Mask R-CNN detection score",
+        "maskrcnn",
+        lambda run: (
+            _option("detection_rule", _NOW["detection_rule"], _THEN["detection_rule"])(run)
+            + f"; masks pasted from score {SCORE_THRESHOLD:g}"
+        ),
+        "per-class scores lose a nucleus whose class probability an under-trained "
+        "classifier spreads over several classes",
+    ),
+    _baseline(
+        "Mask R-CNN proposals and detections",
+        "maskrcnn",
+        _option("detections_per_image", _DETECTIONS),
+        "COCO's 1,000 proposals and 100 detections are fewer than CoNSeP's densest patches need",
+    ),
+)
+
+
 #: Config fields that are not part of the protocol the paper describes.
 NOT_PROTOCOL: dict[str, str] = {
     "name": "the run folder's name",
@@ -353,17 +491,22 @@ NOT_PROTOCOL: dict[str, str] = {
 
 
 def departures_table(runs: list[Run]) -> pd.DataFrame:
-    """One row per aspect: paper, each run's value, whether any run departs, why.
+    """One row per aspect that applies to some run: paper, each run's value ("does not
+    apply" where the aspect is of another method), whether any run departs, why.
 
     Returns:
         DataFrame indexed by aspect with columns ``paper``, one per run (its name),
         ``departs`` ("yes" / "no") and ``why`` (empty where no run departs).
     """
     rows = []
-    for aspect in ASPECTS:
+    for aspect in ASPECTS + BASELINE_ASPECTS:
+        applying = [aspect.applies(run) for run in runs]
+        if aspect in BASELINE_ASPECTS and not any(applying):
+            continue
         row = {"aspect": aspect.name, "paper": aspect.paper}
-        row.update({run.name: aspect.ours(run) for run in runs})
-        departs = not all(aspect.same(run) for run in runs)
+        for run, applies in zip(runs, applying, strict=True):
+            row[run.name] = aspect.ours(run) if applies else "does not apply"
+        departs = not all(aspect.same(r) for r, a in zip(runs, applying, strict=True) if a)
         row["departs"] = "yes" if departs else "no"
         row["why"] = aspect.why if departs else ""
         rows.append(row)

@@ -5,7 +5,10 @@ pieces by higher-scoring neighbours. :func:`detections_to_labels` turns one imag
 detections into an instance map and a class map:
 
 1. detections scoring below ``score_threshold`` are dropped; a mask pixel belongs to the
-   nucleus where its probability is at least ``mask_threshold``;
+   nucleus where its probability is at least ``mask_threshold``. The score is what the
+   network gives: with :class:`~nucstudy.models.maskrcnn.NucleusMaskRCNN`'s default rule the
+   nucleus probability, one minus the background probability (the class being the most
+   probable foreground class), so a nucleus is kept however its class probability spreads;
 2. where masks overlap, the pixel goes to the higher-scoring nucleus;
 3. of what each nucleus keeps, only its largest connected piece stays, and nuclei left
    with fewer than ``min_area`` pixels are removed;
@@ -18,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-#: Defaults of the conversion: a detection counts from this score on, a mask pixel from
-#: this probability on.
+#: Defaults of the conversion: a detection counts from this score on (a nucleus score, or
+#: a threshold chosen on validation patches instead), a mask pixel from this probability on.
 SCORE_THRESHOLD, MASK_THRESHOLD = 0.5, 0.5
 
 #: The smallest nucleus kept, in pixels at 0.25 um/px (40x), as HoVer-Net's post-processing
@@ -43,7 +46,8 @@ def detections_to_labels(
     """One image's detections as an H x W x 2 CoNIC label map (instance ids, class ids).
 
     Args:
-        scores: K float detection scores in [0, 1].
+        scores: K float detection scores in [0, 1] (nucleus scores, ``1 - p(background)``,
+            under the network's default rule).
         classes: K integer class ids (of the scheme; 0 is never predicted).
         masks: K x H x W float mask probabilities in [0, 1], pasted into the image.
         score_threshold: lowest score of a detection that is kept.

@@ -178,14 +178,27 @@ class DenseMethod(Method):
 class MaskRCNNMethod(Method):
     """Mask R-CNN: boxes, masks and classes per nucleus, torchvision's losses.
 
+    The network scores each detection (:class:`~nucstudy.models.maskrcnn.NucleusRoIHeads`):
+    with its default ``detection_rule="nucleus"`` the score is the nucleus probability,
+    ``1 - p(background)``, and the class the most probable foreground class, so a nucleus
+    whose class probability is spread over several classes is still kept.
+
     Args:
-        score_threshold: lowest detection score kept when pasting labels.
-        mask_threshold: lowest mask probability of a nucleus pixel.
+        score_threshold: lowest detection score kept when pasting labels, in [0, 1]
+            (default 0.5, as :data:`~nucstudy.instances.SCORE_THRESHOLD`; a value chosen on
+            validation patches can be given instead).
+        mask_threshold: lowest mask probability of a nucleus pixel, in [0, 1].
     """
 
     may_skip_parameters = True
 
     def __init__(self, score_threshold: float = 0.5, mask_threshold: float = 0.5) -> None:
+        for name, value in (
+            ("score_threshold", score_threshold),
+            ("mask_threshold", mask_threshold),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
         self.score_threshold = score_threshold
         self.mask_threshold = mask_threshold
 
@@ -222,7 +235,9 @@ class MaskRCNNMethod(Method):
     def predict(
         self, network: nn.Module, images: torch.Tensor, tta: bool, mixed_precision: bool
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per image: scores K, classes K and mask probabilities K x H x W (float32)."""
+        """Per image: scores K (float32 in [0, 1], the network's detection scores: nucleus
+        scores under its default rule), classes K (int64) and mask probabilities K x H x W
+        (float32) at the input's size."""
         from nucstudy.device import choose_fast_path
 
         if tta:

@@ -2,7 +2,14 @@
 
 import dataclasses
 
-from nucstudy.departures import ASPECTS, NOT_PROTOCOL, Run, departures_table, registry_full_runs
+from nucstudy.departures import (
+    ASPECTS,
+    BASELINE_ASPECTS,
+    NOT_PROTOCOL,
+    Run,
+    departures_table,
+    registry_full_runs,
+)
 from nucstudy.experiment import ExperimentConfig, preset
 
 
@@ -25,6 +32,7 @@ def test_a_paper_run_on_conic_on_a_gpu_departs_only_where_the_paper_is_silent():
     same = {"data set", "classes", "magnification", "epochs", "batch size", "random crop"}
     same |= {"optimiser, learning rate, schedule", "TP class weights", "loss", "hardware"}
     same |= {"stain augmentation", "blur, noise, grayscale", "synthetic training patches"}
+    same |= {"patch sampling"}
     assert set(table.index[table["departs"] == "no"]) == same
     assert table.loc["random crop", "x"] == "192 px (0.75 of the side)"
     assert (table.loc[table["departs"] == "yes", "why"] != "").all()
@@ -64,3 +72,62 @@ def test_the_registry_runs_are_read(tmp_path):
     (config.run_dir / "metrics.json").write_text('{"scheme": "conic", "mpp": 0.5}')
     (run,) = registry_full_runs(tmp_path)
     assert run.name == "synthetic (smoke)" and run.metrics["mpp"] == 0.5
+
+
+def test_the_baselines_set_up_is_listed_where_a_run_is_of_that_method():
+    base = preset("paper", data="consep:/data", resample=True)
+    full = _run(base)
+    own = {"model_options": {}, "class_weights": None}
+    hovernet = Run("hovernet", base.replace(model="hovernet", loss="hovernet", **own), {}, {})
+    maskrcnn_config = base.replace(model="maskrcnn", loss="maskrcnn", **own)
+    maskrcnn = Run("maskrcnn", maskrcnn_config.replace(model_options={"upscale": 1.0}), {}, {})
+    assert not set(departures_table([full]).index) & {a.name for a in BASELINE_ASPECTS}
+    table = departures_table([full, hovernet, maskrcnn])
+    assert {a.name for a in BASELINE_ASPECTS} <= set(table.index)
+    head = table.loc["HoVer-Net output layers"]
+    assert head["x"] == "does not apply" and head["maskrcnn"] == "does not apply"
+    assert head["hovernet"].startswith("output convs normal (std 0.01), zero bias by default")
+    assert "Kaiming fan-out" in head["hovernet"] and head["departs"] == "yes"
+    scale = table.loc["Mask R-CNN image scale and anchors", "maskrcnn"]
+    assert scale.startswith("images x1; anchors [6, 12, 24, 48, 96] px of the data by default")
+    assert "[4, 8, 16, 32, 64]" in scale  # the earlier default
+    rule = table.loc["Mask R-CNN detection score", "maskrcnn"]
+    assert rule.startswith("nucleus score 1 - p(background)")
+    assert "500 detections" in table.loc["Mask R-CNN proposals and detections", "maskrcnn"]
+    stated = maskrcnn.config.replace(
+        model_options={"upscale": 2.0, "anchor_sizes": [6, 12, 24, 48, 96]}
+    )
+    table = departures_table([Run("m", stated, {}, {})])
+    assert table.loc["Mask R-CNN image scale and anchors", "m"] == (
+        "images x2; anchors [6, 12, 24, 48, 96] px of the data"
+    )
+
+
+def test_the_training_recipe_options_are_named_in_their_rows():
+    config = preset("paper", data="consep:/data", resample=True).replace(
+        steps=2000,
+        lr_schedule="cosine",
+        warmup_steps=100,
+        ema_decay=0.999,
+        loss_weights={"hv_mse": 2.0, "hv_msge": 1.0},
+        dice_classes="present",
+        sampling="rare",
+        keep_ratio=True,
+    )
+    table = departures_table([_run(config, scheme="consep")])
+    assert table.loc["epochs", "x"] == "2000 optimiser steps"
+    optimiser = table.loc["optimiser, learning rate, schedule", "x"]
+    assert optimiser == "Adam, 0.0003, cosine to 0, warm-up 100 steps, weight average (EMA 0.999)"
+    assert table.loc["loss", "x"] == (
+        "the paper's (Dice: mean over classes); term weights hv_mse 2, hv_msge 1; "
+        "Dice over the classes present"
+    )
+    assert table.loc["patch sampling", "x"] == "rare classes more often"
+    assert "(aspect ratio kept)" in table.loc["augmentation", "x"]
+    for aspect in ("epochs", "optimiser, learning rate, schedule", "loss", "patch sampling"):
+        assert table.loc[aspect, "departs"] == "yes", aspect
+    fractions = config.replace(steps=None, lr_schedule="step", lr_milestone_fractions=[0.5, 0.7])
+    table = departures_table([_run(fractions, scheme="consep")])
+    assert table.loc["optimiser, learning rate, schedule", "x"].startswith(
+        "Adam, 0.0003, x0.1 at 0.5, 0.7 of the run"
+    )

@@ -249,6 +249,28 @@ def test_hovernet_refuses_bad_checkpoints(tmp_path):
         build_model("hovernet", 7, weights=foreign)
 
 
+def test_hovernet_output_layers_start_small_unless_asked_for_kaiming():
+    """``head_init="small"`` (the default) draws the three 1 x 1 output convs after the Kaiming
+    pass over every conv; ``"kaiming"`` is that pass alone, the study's earlier set-up."""
+    torch.manual_seed(5)
+    small = build_model("hovernet", 7)
+    torch.manual_seed(5)
+    kaiming = build_model("hovernet", 7, head_init="kaiming")
+    heads = {
+        f"decoders.{name}.out.2.{p}" for name in ("np", "hv", "tp") for p in ("weight", "bias")
+    }
+    for name, tensor in kaiming.state_dict().items():
+        if name not in heads:
+            assert torch.equal(small.state_dict()[name], tensor), name
+    for branch in small.decoders.values():
+        conv = branch.output_conv
+        assert conv.kernel_size == (1, 1) and conv.in_channels == 64
+        assert 0.005 < conv.weight.std().item() < 0.015 and not conv.bias.any()
+    assert kaiming.decoders["hv"].output_conv.weight.std().item() > 0.5  # sqrt(2 / fan-out 2)
+    with pytest.raises(ValueError, match="head_init must be one of small, kaiming"):
+        build_model("hovernet", 7, head_init="zero")
+
+
 def disc_batch(size: int = 64) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Two images with six jittered discs each, disc k of CoNIC class k, coloured by class."""
     rng = np.random.default_rng(0)
