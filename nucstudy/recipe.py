@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from nucstudy.data.split import split_by_source
 from nucstudy.experiment import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -151,32 +152,65 @@ def run_recipe(
         )
 
 
-def recipe_table(out_root: str | os.PathLike) -> pd.DataFrame:
-    """One row per scored run under ``out_root``: arm, seed, steps and test scores."""
+#: The arm of the committed ``cpu-demo`` runs on CoNSeP: the starting point.
+COMMITTED = "committed recipe"
+#: The arm of the reference runs scored with thresholds tuned on their validation tiles.
+TUNED = "tuned thresholds"
+
+
+def recipe_table(
+    out_root: str | os.PathLike, committed_root: str | os.PathLike | None = None
+) -> pd.DataFrame:
+    """One row per scored run: arm, seed, steps, patches seen and test scores.
+
+    Args:
+        out_root: the folder of the arms' run folders (:func:`run_recipe`'s ``out_root``).
+            A reference run scored with tuned thresholds (``metrics-tuned.json``, written by
+            ``nucstudy evaluate --tuned``) adds a row of the arm :data:`TUNED`.
+        committed_root: the folder of the committed ``cpu-demo`` runs on CoNSeP
+            (``full-seed<k>``), whose rows form the arm :data:`COMMITTED`; None: none.
+
+    Returns:
+        Columns ``arm``, ``seed``, ``steps``, ``images seen``, ``PQ``, ``mPQ+``, ``R²``,
+        ``AJI`` and ``PQ other`` (scores unitless, on CoNSeP's test split).
+    """
     rows = []
     names = {run_name(arm, 0).removesuffix("-seed0"): arm for arm in INGREDIENTS}
     for metrics_path in sorted(Path(out_root).glob(f"*/{METRICS_FILE}")):
-        folder = metrics_path.parent
-        config = ExperimentConfig.load(folder / CONFIG_FILE)
-        arm = names.get(folder.name.rsplit("-seed", 1)[0])
-        if arm is None:
-            continue
-        metrics = json.loads(metrics_path.read_text())
-        overall = metrics["overall"]
-        rows.append(
-            {
-                "arm": arm,
-                "seed": config.seed,
-                "steps": metrics.get("step"),
-                "images seen": metrics.get("images_seen"),
-                "PQ": overall["pq"],
-                "mPQ+": overall["mpq+"],
-                "R²": overall["r2"],
-                "AJI": overall["aji"],
-                "PQ other": metrics["per_class"].get("other", {}).get("pq"),
-            }
-        )
-    return pd.DataFrame(rows)
+        arm = names.get(metrics_path.parent.name.rsplit("-seed", 1)[0])
+        if arm is not None:
+            rows.append(_score_row(arm, metrics_path))
+            tuned = metrics_path.with_name("metrics-tuned.json")
+            if arm == "reference" and tuned.is_file():
+                rows.append(_score_row(TUNED, tuned))
+    if committed_root is not None:
+        for metrics_path in sorted(Path(committed_root).glob(f"full-seed*/{METRICS_FILE}")):
+            rows.append(_score_row(COMMITTED, metrics_path))
+    columns = ["arm", "seed", "steps", "images seen", "PQ", "mPQ+", "R²", "AJI", "PQ other"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _score_row(arm: str, metrics_path: Path) -> dict[str, Any]:
+    """The row of :func:`recipe_table` of one scored run."""
+    config = ExperimentConfig.load(metrics_path.parent / CONFIG_FILE)
+    metrics = json.loads(metrics_path.read_text())
+    steps = metrics.get("step")
+    if steps is None:  # scored before steps were counted: its epochs of full batches
+        data = config.open_data("train")
+        train_idx, _ = split_by_source(data, config.val_fraction, config.seed)
+        steps = int(metrics["epoch"]) * (len(train_idx) // config.batch_size)
+    overall = metrics["overall"]
+    return {
+        "arm": arm,
+        "seed": config.seed,
+        "steps": steps,
+        "images seen": None if steps is None else steps * config.batch_size,
+        "PQ": overall["pq"],
+        "mPQ+": overall["mpq+"],
+        "R²": overall["r2"],
+        "AJI": overall["aji"],
+        "PQ other": metrics["per_class"].get("other", {}).get("pq"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
