@@ -13,6 +13,13 @@ it first measures what each missing method would cost and trains only what fits,
 recording why the rest was not trained (``table1_skipped.json``). :func:`table1_rows`
 reads a registry folder back as the table (the ``nucstudy table1`` command and the Table I
 notebook both use it).
+
+Equal compute (``compute_minutes``): on hardware where the paper's protocol (the same epochs
+for every method) would give the cheap network many times the training of the expensive
+ones, every method instead gets the same training time on this machine. Its step time is
+measured once (:func:`measure_step_seconds`), the steps that time buys become its run's
+length (its own schedule's shape kept, as fractions of the steps), and both are recorded in
+``budget.json`` so that a later call reuses the runs instead of measuring again.
 """
 
 from __future__ import annotations
@@ -29,7 +36,14 @@ import pandas as pd
 from nucstudy.ablations import reusable_run
 from nucstudy.data import parse_source
 from nucstudy.evaluate import table1_row
-from nucstudy.experiment import CONFIG_FILE, ENV_FILE, METRICS_FILE, ExperimentConfig, preset
+from nucstudy.experiment import (
+    CONFIG_FILE,
+    ENV_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    ExperimentConfig,
+    preset,
+)
 from nucstudy.io import atomic_write_text
 from nucstudy.methods import OWN_TRAINING
 
@@ -66,7 +80,7 @@ METHOD_FIELDS = (
     "compile",
 )
 
-TABLE_FILE, SKIPPED_FILE = "table1.csv", "table1_skipped.json"
+TABLE_FILE, SKIPPED_FILE, BUDGET_FILE = "table1.csv", "table1_skipped.json", "budget.json"
 
 
 def table1_base(data: str, preset_name: str, **changes: Any) -> ExperimentConfig:
@@ -157,7 +171,56 @@ def estimate_minutes(config: ExperimentConfig, steps: int = 1) -> float:
     from nucstudy.train import Trainer
 
     trainer = Trainer(config, progress=False)
-    return measure_step_seconds(trainer, steps) * len(trainer.loader) * config.epochs / 60
+    return measure_step_seconds(trainer, steps) * trainer.total_steps / 60
+
+
+def budget_config(
+    config: ExperimentConfig, minutes: float, step_seconds: float
+) -> tuple[ExperimentConfig, int]:
+    """``config`` trained for the optimiser steps ``minutes`` buy at ``step_seconds`` a step.
+
+    The length becomes ``steps`` (at least one); a step schedule keeps its shape, its epoch
+    milestones turned into fractions of the run (the paper's 25 and 35 of 50: 0.5 and 0.7).
+
+    Returns:
+        The config and its steps.
+    """
+    if not minutes > 0 or not step_seconds > 0:
+        raise ValueError(f"need positive minutes and step seconds, got {minutes}, {step_seconds}")
+    steps = max(1, int(minutes * 60 / step_seconds))
+    changes: dict[str, Any] = {"steps": steps, "images": None}
+    if config.lr_schedule == "step" and config.lr_milestone_fractions is None:
+        changes["lr_milestone_fractions"] = [m / config.epochs for m in config.lr_milestones]
+    return config.replace(**changes), steps
+
+
+def _budgeted(
+    config: ExperimentConfig, method: str, root: Path, minutes: float, progress: bool
+) -> ExperimentConfig:
+    """The method's config under the compute budget: its steps measured once and kept in
+    ``root/budget.json`` (method -> minutes, step seconds, steps, threads)."""
+    import torch
+
+    from nucstudy.train import Trainer
+
+    path = root / BUDGET_FILE
+    budgets = json.loads(path.read_text()) if path.is_file() else {}
+    key = f"{method}-seed{config.seed}"
+    record = budgets.get(key)
+    if record is None or record["minutes"] != minutes:
+        seconds = measure_step_seconds(Trainer(config, progress=False), steps=3)
+        record = {"minutes": minutes, "step_seconds": seconds, "threads": torch.get_num_threads()}
+        budgets[key] = record
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(budgets, indent=2) + "\n")
+    budgeted, steps = budget_config(config, minutes, record["step_seconds"])
+    if progress:
+        print(
+            f"[table1] {method}: {minutes:g} min at {record['step_seconds']:.2f} s a step "
+            f"buy {steps} steps",
+            flush=True,
+        )
+    return budgeted
 
 
 def count_training_multiply_adds(config: ExperimentConfig, side: int, scheme_name: str) -> float:
@@ -181,6 +244,39 @@ def count_training_multiply_adds(config: ExperimentConfig, side: int, scheme_nam
     return training_multiply_adds(network, method, batch, device, choose_fast_path(device, False))
 
 
+def training_record(folder: Path, budget: dict[str, Any] | None) -> dict[str, Any]:
+    """How long one run trained and whether it had more to gain.
+
+    Args:
+        folder: a finished run folder (its ``history.csv``).
+        budget: its record in ``budget.json`` (None: trained for the protocol's epochs).
+
+    Returns:
+        ``steps`` (optimiser steps trained; NaN for a history without them), ``images
+        seen``, ``budget min`` (the compute budget in minutes, NaN without one), ``step s``
+        (its measured seconds a step) and ``still improving``: "yes" when its last
+        validation scored its best mPQ+ and more than the one before, else "no" ("not
+        validated" without validation scores).
+    """
+    history = pd.read_csv(folder / HISTORY_FILE)
+    last = history.iloc[-1]
+    steps = float(last["step"]) if "step" in history else math.nan
+    images = float(last["images_seen"]) if "images_seen" in history else math.nan
+    scores = history["val_mpq+"].dropna() if "val_mpq+" in history else pd.Series(dtype=float)
+    if len(scores) < 2:
+        improving = "not validated" if scores.empty else "no"
+    else:
+        rising = scores.iloc[-1] >= scores.max() and scores.iloc[-1] > scores.iloc[-2]
+        improving = "yes" if rising else "no"
+    return {
+        "steps": steps,
+        "images seen": images,
+        "budget min": budget["minutes"] if budget else math.nan,
+        "step s": budget["step_seconds"] if budget else math.nan,
+        "still improving": improving,
+    }
+
+
 def run_table1(
     base: ExperimentConfig,
     root: str | os.PathLike,
@@ -189,6 +285,7 @@ def run_table1(
     budget_minutes: float | None = None,
     n_boot: int = 2000,
     progress: bool = True,
+    compute_minutes: float | None = None,
 ) -> pd.DataFrame:
     """Train and score what is missing of Table I in ``root``; write and return the table.
 
@@ -204,6 +301,9 @@ def run_table1(
             everything.
         n_boot: bootstrap resamples of the intervals.
         progress: print what happens.
+        compute_minutes: give every method this many minutes of training on this machine:
+            the steps its measured step time buys (see the module docstring). None: the
+            protocol's epochs for every method.
 
     Returns:
         The table (see :func:`table1_rows`), also written to ``root/table1.csv``.
@@ -222,6 +322,8 @@ def run_table1(
     started = time.perf_counter()
     for method in methods:
         config = method_config(base, method, method_changes.get(method))
+        if compute_minutes is not None:
+            config = _budgeted(config, method, root, compute_minutes, progress)
         if reusable_run(config.run_dir, config) is not None:
             if progress:
                 print(f"[table1] {method}: reusing {config.run_dir}", flush=True)
@@ -262,8 +364,10 @@ def table1_rows(
     options from the method's own (:func:`option_departures`; "as the proposed model"
     where nothing differs), ``GMACs counted``: where the training
     multiply-adds come from (a run older than the Trainer's count gets them counted
-    afterwards by :func:`count_training_multiply_adds`, at its recorded crop), and for a
-    method that was not trained there the reason recorded by :func:`run_table1`.
+    afterwards by :func:`count_training_multiply_adds`, at its recorded crop), its training
+    (:func:`training_record`: optimiser steps, patches seen, the compute budget it had and
+    whether its validation score was still rising at the end), and for a method that was
+    not trained there the reason recorded by :func:`run_table1`.
 
     Args:
         root: the registry folder.
@@ -275,6 +379,8 @@ def table1_rows(
     runs = {method: run_name(method, seed) for method in METHODS} | (runs or {})
     skipped_path = root / SKIPPED_FILE
     skipped = json.loads(skipped_path.read_text()) if skipped_path.is_file() else {}
+    budget_path = root / BUDGET_FILE
+    budgets = json.loads(budget_path.read_text()) if budget_path.is_file() else {}
     reference_path = root / runs["proposed"] / CONFIG_FILE
     reference = ExperimentConfig.load(reference_path) if reference_path.is_file() else None
     rows = []
@@ -288,6 +394,7 @@ def table1_rows(
             rows.append(row)
             continue
         config = ExperimentConfig.load(folder / CONFIG_FILE)
+        row.update(training_record(folder, budgets.get(f"{method}-seed{config.seed}")))
         if method == "proposed" or reference is None:
             row["protocol"] = "the proposed model's" if method == "proposed" else "unknown"
         else:

@@ -131,3 +131,58 @@ def test_a_run_older_than_the_count_gets_its_multiply_adds_counted_afterwards(
     env_path.write_text(json.dumps(env))
     row = table1_rows(root, n_boot=20).set_index("run").loc["full-seed0"]
     assert row["GMACs counted"] == "not recorded"
+
+
+def test_budget_config_buys_steps_and_keeps_the_schedule_shape():
+    base = table1_base("synthetic", "paper")
+    config, steps = table1.budget_config(base, minutes=120, step_seconds=2.4)
+    assert steps == 3000 and config.steps == 3000
+    assert config.lr_milestone_fractions == [0.5, 0.7]
+    assert config.lr_schedule_of(steps_per_epoch=10).milestones == (1500, 2100)
+    with pytest.raises(ValueError, match="positive"):
+        table1.budget_config(base, 0, 1.0)
+
+
+def test_equal_compute_gives_each_method_the_steps_its_step_time_buys(tmp_path, monkeypatch):
+    seconds = {"seresunet": 0.5, "hovernet": 2.0}
+    monkeypatch.setattr(
+        table1, "measure_step_seconds", lambda trainer, steps: seconds[trainer.config.model]
+    )
+    base = table1_base("synthetic", "smoke", device="cpu")
+    methods = ("proposed", "hovernet")
+    table = run_table1(
+        base, tmp_path, methods=methods, compute_minutes=0.1, n_boot=20, progress=False
+    )
+    rows = table.set_index("method")
+    proposed, hovernet = rows.loc[METHODS["proposed"]["label"]], rows.loc["HoVer-Net"]
+    assert (proposed["steps"], hovernet["steps"]) == (12, 3)  # 6 s at 0.5 and 2 s a step
+    assert proposed["images seen"] == 12 * base.batch_size
+    assert proposed["budget min"] == hovernet["budget min"] == 0.1
+    assert hovernet["step s"] == 2.0
+    assert proposed["still improving"] in ("yes", "no")
+    budgets = json.loads((tmp_path / "budget.json").read_text())
+    assert set(budgets) == {"proposed-seed0", "hovernet-seed0"}
+
+    def no_measure(trainer, steps):
+        raise AssertionError("the step time was measured again")
+
+    monkeypatch.setattr(table1, "measure_step_seconds", no_measure)
+    monkeypatch.setattr(
+        "nucstudy.train.train_and_evaluate",
+        lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")),
+    )
+    again = run_table1(
+        base, tmp_path, methods=methods, compute_minutes=0.1, n_boot=20, progress=False
+    )
+    assert again["mPQ+"].tolist() == pytest.approx(table["mPQ+"].tolist(), nan_ok=True)
+
+
+def test_training_record_says_whether_validation_was_still_rising(tmp_path):
+    history = pd.DataFrame({"epoch": [1, 2, 3], "step": [5, 10, 15], "images_seen": [20, 40, 60]})
+    for scores, expected in (([0.1, 0.2, 0.3], "yes"), ([0.1, 0.3, 0.2], "no")):
+        history.assign(**{"val_mpq+": scores}).to_csv(tmp_path / "history.csv", index=False)
+        record = table1.training_record(tmp_path, {"minutes": 120, "step_seconds": 0.6})
+        assert record["still improving"] == expected
+        assert (record["steps"], record["images seen"], record["budget min"]) == (15, 60, 120)
+    history.to_csv(tmp_path / "history.csv", index=False)
+    assert table1.training_record(tmp_path, None)["still improving"] == "not validated"
