@@ -286,10 +286,22 @@ def table1_row(
         "device": env.get("device_name"),
         "threads": env.get("threads"),
         "bf16": fast_path.get("bf16"),
-        "train minutes": minutes_between(env.get("started"), env.get("finished")),
+        "train minutes": training_minutes(env),
         "train GMACs/patch": (env.get("train_multiply_adds_per_patch") or math.nan) / 1e9,
         "commit": (env.get("git_commit") or "")[:8],
     }
+
+
+def training_minutes(env: dict[str, Any]) -> float:
+    """Wall-clock minutes a run trained, from its env.json: the sum over its segments (each
+    to its end, or to its last checkpoint where it was stopped), or for an env.json older
+    than segments its ``started`` to ``finished``; NaN where unknown."""
+    if "segments" not in env:
+        return minutes_between(env.get("started"), env.get("finished"))
+    return sum(
+        minutes_between(part.get("started"), part.get("finished") or part.get("last_checkpoint"))
+        for part in env["segments"]
+    )
 
 
 def minutes_between(started: str | None, finished: str | None) -> float:

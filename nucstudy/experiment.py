@@ -483,7 +483,7 @@ def environment_info() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "cuda": torch.version.cuda,
         "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
     }
     for package in ("torchvision", "albumentations", "scipy", "skimage", "pandas", "cv2"):
         try:
@@ -494,7 +494,7 @@ def environment_info() -> dict[str, Any]:
 
 
 @cache
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     """HEAD when this process first asks: a long process keeps the commit it started on."""
     try:
         out = subprocess.run(

@@ -62,10 +62,12 @@ from nucstudy.data import (
 from nucstudy.device import FastPath, choose_fast_path, loader_workers, resolve_device
 from nucstudy.experiment import (
     CONFIG_FILE,
+    ENV_FILE,
     HISTORY_FILE,
     TRAINED_ON_FILE,
     ExperimentConfig,
     crop_side,
+    git_commit,
     now,
     write_env,
 )
@@ -75,6 +77,9 @@ from nucstudy.methods import build_method
 from nucstudy.metrics import conic_metrics
 from nucstudy.models import build_model
 from nucstudy.schedule import set_lr, weight_average
+
+#: The environment variable that says what ran beside a run (recorded in env.json).
+BESIDE_VARIABLE = "NUCSTUDY_BESIDE"
 
 
 class TrainingError(RuntimeError):
@@ -118,6 +123,7 @@ class Trainer:
         self.workers = loader_workers(config.workers, self.device)
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
+        self.earlier_segments: list[dict[str, Any]] = []
         seed_everything(config.seed)
 
         self.data = data if data is not None else config.open_data("train")
@@ -248,6 +254,7 @@ class Trainer:
         self.step = int(state.get("step", self.epoch * self.steps_per_epoch))
         self.best_score = float(state["best_score"])
         set_rng_state(state["rng"])
+        self.earlier_segments = earlier_segments(self.run_dir / ENV_FILE)
         history = self.run_dir / HISTORY_FILE
         if history.is_file():
             rows = pd.read_csv(history).to_dict("records")
@@ -261,13 +268,23 @@ class Trainer:
 
     def fit(self) -> pd.DataFrame:
         """Train for the run's steps; returns the history (one row per epoch)."""
-        started = now()
+        self.segment = {
+            "started": now(),
+            "last_checkpoint": None,
+            "finished": None,
+            "from_step": self.step,
+            "to_step": self.step,
+            "threads": torch.get_num_threads(),
+            "git_commit": git_commit(),
+            # what else ran on the machine, as the person starting the run says
+            "beside": os.environ.get(BESIDE_VARIABLE),
+        }
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.config.save(self.run_dir / CONFIG_FILE)
             trained_on = {"data": self.config.data, "fingerprints": self.data.fingerprints()}
             atomic_write_text(self.run_dir / TRAINED_ON_FILE, json.dumps(trained_on) + "\n")
-            write_env(self.run_dir, started=started, finished=None, **self._env())
+            self._write_env()
         try:
             while self.step < self.total_steps:
                 row = self._train_epoch(self.epoch)
@@ -280,8 +297,20 @@ class Trainer:
             if self.distributed and dist.is_initialized():
                 dist.barrier()
         if self.is_main:
-            write_env(self.run_dir, started=started, finished=now(), **self._env())
+            self.segment["finished"] = now()
+            self._write_env()
         return pd.DataFrame(self.history)
+
+    def _write_env(self) -> None:
+        """env.json: versions, set-up, and every segment of the run (one per ``fit``, a
+        resumed run adds one); ``started`` and ``finished`` are the current segment's."""
+        write_env(
+            self.run_dir,
+            started=self.segment["started"],
+            finished=self.segment["finished"],
+            segments=[*self.earlier_segments, self.segment],
+            **self._env(),
+        )
 
     def _env(self) -> dict[str, Any]:
         """What env.json records of this run's set-up beside the package versions."""
@@ -402,6 +431,8 @@ class Trainer:
         atomic_write_text(
             self.run_dir / HISTORY_FILE, pd.DataFrame(self.history).to_csv(index=False)
         )
+        self.segment.update(last_checkpoint=now(), to_step=self.step)
+        self._write_env()
         if self.progress:
             shown = {k: v for k, v in row.items() if k.startswith(("train_total", "val_"))}
             text = ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
@@ -430,6 +461,18 @@ class Trainer:
             state["train_model"] = self.model.state_dict()
             state["ema_updates"] = int(self.average.n_averaged)
         return state
+
+
+def earlier_segments(env_path: Path) -> list[dict[str, Any]]:
+    """The segments a run folder's env.json records, for a run about to resume: its
+    ``segments``, or for an env.json older than them one segment from its top level."""
+    if not env_path.is_file():
+        return []
+    env = json.loads(env_path.read_text())
+    if "segments" in env:
+        return list(env["segments"])
+    keys = ("started", "finished", "git_commit", "threads")
+    return [{key: env.get(key) for key in keys}]
 
 
 def train_and_evaluate(

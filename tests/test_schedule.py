@@ -155,3 +155,38 @@ def test_no_validation_trains_on_every_source_and_keeps_the_last(tmp_path):
     assert len(trainer.train_idx) == 16 and trainer.val_idx.size == 0
     assert "val_pq" not in history.columns
     assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["step"] == 7
+
+
+def test_a_resumed_run_records_every_segment(tmp_path, straight_and_resumed, monkeypatch):
+    import json
+
+    from nucstudy.evaluate import training_minutes
+
+    monkeypatch.setenv("NUCSTUDY_BESIDE", "nothing")
+    straight_and_resumed(_steps_config())
+    env = json.loads((tmp_path / "resumed" / "env.json").read_text())
+    first, second = env["segments"]
+    assert (first["from_step"], first["to_step"], first["finished"]) == (0, 3, None)
+    assert first["last_checkpoint"] is not None  # stopped after its first epoch
+    assert (second["from_step"], second["to_step"]) == (3, 7) and second["finished"]
+    assert second["beside"] == "nothing" and second["threads"] >= 1
+    assert env["started"] == second["started"] and env["finished"] == second["finished"]
+    assert training_minutes(env) >= 0
+    straight = json.loads((tmp_path / "straight" / "env.json").read_text())
+    assert len(straight["segments"]) == 1
+
+
+def test_training_minutes_sum_segments_and_read_old_env_files():
+    from nucstudy.evaluate import training_minutes
+
+    old = {"started": "2026-12-01T10:00:00+0000", "finished": "2026-12-01T10:30:00+0000"}
+    assert training_minutes(old) == 30
+    segments = [
+        {
+            "started": "2026-12-01T10:00:00+0000",
+            "finished": None,
+            "last_checkpoint": "2026-12-01T10:20:00+0000",
+        },
+        {"started": "2026-12-02T09:00:00+0000", "finished": "2026-12-02T09:45:00+0000"},
+    ]
+    assert training_minutes({"segments": segments}) == 65
