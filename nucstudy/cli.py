@@ -192,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="train a missing method only if its measured cost fits in what is left",
     )
+    table1.add_argument(
+        "--compute-minutes",
+        type=float,
+        default=None,
+        help="equal compute: every method trains for the steps this many minutes buy at its "
+        "step time measured on this machine (instead of the protocol's epochs)",
+    )
     table1.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
 
     ood = commands.add_parser(
@@ -230,20 +237,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     segment = commands.add_parser(
-        "segment", help="find the nuclei of your own images (PNG, JPEG, TIFF) with a model"
+        "segment",
+        help="find the nuclei of your own images (PNG, JPEG, TIFF) or whole slides (.svs, "
+        "pyramidal TIFF, OME-TIFF, ...) with a model",
     )
-    segment.add_argument("inputs", type=Path, nargs="+", help="image files or folders of them")
+    segment.add_argument(
+        "inputs", type=Path, nargs="+", help="image or slide files, or folders of them"
+    )
     segment.add_argument(
         "--model", type=Path, required=True, help="a checkpoint (.pt) or a run folder"
     )
     segment.add_argument(
         "--mpp",
         type=float,
-        required=True,
-        help="the images' resolution in um/px (40x: about 0.25, 20x: about 0.5)",
+        default=None,
+        help="the images' resolution in um/px (40x: about 0.25, 20x: about 0.5); required "
+        "for images, optional for slides (it overrides their metadata)",
     )
     segment.add_argument("--out", type=Path, required=True, help="output folder")
     segment.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    segment.add_argument(
+        "--region-size",
+        type=int,
+        default=None,
+        help="slides: side of the regions read one at a time, in px at the model's "
+        "resolution (default: two tiles)",
+    )
+    segment.add_argument(
+        "--tissue-mask",
+        type=Path,
+        default=None,
+        help="slides: an image of the slide's tissue (non-zero), any size (default: Otsu)",
+    )
+    segment.add_argument(
+        "--gzip", action="store_true", help="slides: write the GeoJSON gzip-compressed"
+    )
     segment.add_argument(
         "--tile-size",
         type=int,
@@ -458,12 +486,20 @@ def _table1(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
     out = args.out or Path("runs") / f"table1-{parse_source(args.data)[0]}-{args.preset}"
+    if args.compute_minutes is not None and not args.compute_minutes > 0:
+        raise UsageError(f"--compute-minutes must be positive, got {args.compute_minutes}")
     table = run_table1(
-        base, out, changes, methods=methods, budget_minutes=args.budget_minutes, n_boot=args.n_boot
+        base,
+        out,
+        changes,
+        methods=methods,
+        budget_minutes=args.budget_minutes,
+        n_boot=args.n_boot,
+        compute_minutes=args.compute_minutes,
     )
     shown = [
         c
-        for c in ("method", "status", "mPQ+", "R²", "PQ", "train minutes", "protocol")
+        for c in ("method", "status", "mPQ+", "R²", "PQ", "steps", "train minutes", "protocol")
         if c in table
     ]
     print(table[shown].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
@@ -571,7 +607,19 @@ def _export(args: argparse.Namespace) -> int:
 def _segment(args: argparse.Namespace) -> int:
     from nucstudy.inference import load_model
     from nucstudy.segment import segment_paths
+    from nucstudy.slide_segment import SlideOptions, segment_slide
+    from nucstudy.slides import SlideError, slide_stem, split_inputs
 
+    images, slides, ignored = split_inputs(args.inputs)
+    if args.mpp is None and (images or not slides):
+        raise UsageError(
+            "--mpp (the images' resolution in um/px) is required for PNG, JPEG and plain TIFF "
+            "images; only whole-slide files carry their own"
+        )
+    if args.tissue_mask is not None and len(slides) != 1:
+        raise UsageError(f"--tissue-mask needs exactly one slide, got {len(slides)}")
+    if args.region_size is not None and args.region_size < 1:
+        raise UsageError(f"--region-size must be positive, got {args.region_size}")
     path = _model_file(args.model)
     model = load_model(path)
     options = SegmentOptions(
@@ -584,18 +632,43 @@ def _segment(args: argparse.Namespace) -> int:
         progress=True,
         stain_normalise=args.stain_normalise,
     )
-    report = segment_paths(
-        model, args.inputs, args.mpp, args.out, options, args.overwrite, str(path)
-    )
+    report = segment_paths(model, images, args.mpp, args.out, options, args.overwrite, str(path))
     for record in report.written:
         print(f"{record['image']}: {record['nuclei']} nuclei -> {args.out}")
-    for ignored in report.ignored:
-        print(f"{ignored}: ignored (not a PNG, JPEG or TIFF file)")
-    for _, message in report.failed:
+    for ignored_file in ignored:
+        print(f"{ignored_file}: ignored (not an image or a whole-slide file)")
+    failed = [message for _, message in report.failed]
+    stems = {image.stem: image for image in images}
+    slide_options = SlideOptions(args.region_size, args.tissue_mask, args.gzip, progress=True)
+    for slide in slides:
+        stem = slide_stem(slide)
+        if stem in stems:
+            failed.append(f"{slide}: same name as {stems[stem]}")
+            continue
+        stems[stem] = slide
+        try:
+            record = segment_slide(
+                model,
+                slide,
+                args.out,
+                slide_options,
+                options,
+                args.mpp,
+                args.overwrite,
+                str(path),
+            )
+        except (SlideError, ValueError, FileExistsError) as error:
+            failed.append(str(error))
+            continue
+        print(
+            f"{slide}: {record['nuclei']} nuclei in {record['tissue_area_mm2']:.2f} mm2 of "
+            f"tissue -> {args.out}"
+        )
+    for message in failed:
         print(f"nucstudy: error: {message}", file=sys.stderr)
-    if not report.written and not report.failed:
+    if not report.written and not failed and not slides:
         raise UsageError("no images found in " + ", ".join(map(str, args.inputs)))
-    return EXIT_FAILED if report.failed else 0
+    return EXIT_FAILED if failed else 0
 
 
 def _data(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable
 from typing import BinaryIO
 
 import cv2
@@ -84,28 +85,58 @@ def nuclei_geojson(nuclei: Nuclei, scheme: ClassScheme) -> dict:
         if nuclei.area[index] == 0:
             continue
         mask = nuclei.inst_map[row_min:row_max, col_min:col_max] == index + 1
-        class_id = int(nuclei.class_id[index])
         measurements = {"nucleus id": index + 1, "area px": int(nuclei.area[index])}
         if np.isfinite(nuclei.class_prob[index]):
             measurements["class probability"] = round(float(nuclei.class_prob[index]), 4)
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": {
-                    "type": "Polygon",
-                    "coordinates": [nucleus_ring(mask, int(row_min), int(col_min))],
-                },
-                "properties": {
-                    "objectType": "detection",
-                    "classification": {
-                        "name": scheme.names[class_id],
-                        "color": list(scheme.colours[class_id]),
-                    },
-                    "measurements": measurements,
-                },
-            }
-        )
+        ring = nucleus_ring(mask, int(row_min), int(col_min))
+        features.append(detection_feature(ring, int(nuclei.class_id[index]), scheme, measurements))
     return {"type": "FeatureCollection", "features": features}
+
+
+def detection_feature(
+    ring: list[list[float]], class_id: int, scheme: ClassScheme, measurements: dict
+) -> dict:
+    """One nucleus as a GeoJSON Feature that QuPath imports as a detection.
+
+    Args:
+        ring: the closed outline, [[x, y], ...] (:func:`nucleus_ring`).
+        class_id: its class in ``scheme``.
+        scheme: the class names and RGB colours.
+        measurements: name -> number, shown in QuPath's measurement table.
+    """
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "properties": {
+            "objectType": "detection",
+            "classification": {
+                "name": scheme.names[class_id],
+                "color": list(scheme.colours[class_id]),
+            },
+            "measurements": measurements,
+        },
+    }
+
+
+def write_feature_collection(file: BinaryIO, features: Iterable[dict]) -> int:
+    """Write a GeoJSON FeatureCollection feature by feature (compact UTF-8 JSON, as
+    :func:`geojson_bytes`), so that a whole slide's nuclei need not be held at once.
+
+    Args:
+        file: a binary file (or a ``gzip.GzipFile`` around one).
+        features: GeoJSON Features (:func:`detection_feature`).
+
+    Returns:
+        The number of features written.
+    """
+    file.write(b'{"type":"FeatureCollection","features":[')
+    count = 0
+    for feature in features:
+        file.write(b"," if count else b"")
+        file.write(json.dumps(feature, separators=(",", ":")).encode("utf-8"))
+        count += 1
+    file.write(b"]}")
+    return count
 
 
 def geojson_bytes(collection: dict) -> bytes:

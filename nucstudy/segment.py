@@ -16,7 +16,8 @@ For each image (PNG, JPEG or TIFF) :func:`segment_file` writes, into the output 
 
 All of one image's files are written together, atomically, and an image whose files exist
 is refused unless ``overwrite`` is set. :func:`segment_paths` runs a list of images and
-reports the ones that failed instead of stopping at the first.
+reports the ones that failed instead of stopping at the first. Whole-slide images (too large
+to read at once) go through :mod:`nucstudy.slide_segment` instead.
 """
 
 from __future__ import annotations

@@ -98,17 +98,34 @@ class SeamlessMerge:
         height, width: the image's size in px.
 
     Add each tile's nuclei with :meth:`add`, then take the result with :meth:`nuclei`. Only
-    the instance map of the whole image and one number per nucleus are held.
+    the instance map of the whole image and one number per nucleus are held. Pixels of nuclei
+    merged elsewhere (a neighbouring region of a whole slide, :mod:`nucstudy.slide_segment`)
+    can be marked with :meth:`reserve` first: they count as taken, exactly as pixels of an
+    earlier tile's nuclei do, but are not nuclei of the result.
     """
 
     #: A nucleus overlapping already merged nuclei on more than this share of its pixels is a
     #: second copy of one of them, and is dropped.
     DUPLICATE_SHARE = 0.5
+    #: The value of :attr:`inst_map` on reserved pixels (:meth:`reserve`).
+    RESERVED = -1
 
     def __init__(self, height: int, width: int) -> None:
         self.inst_map = np.zeros((height, width), np.int32)
         self._class_id: list[int] = []
         self._class_prob: list[float] = []
+        self._reserved = False
+
+    def reserve(self, mask: np.ndarray) -> None:
+        """Mark pixels as taken by nuclei merged elsewhere, before any :meth:`add`.
+
+        Args:
+            mask: H x W bool, the image's size; True where another merge's nuclei lie.
+        """
+        if mask.shape != self.inst_map.shape:
+            raise ValueError(f"a reserve mask of {mask.shape} for {self.inst_map.shape} px")
+        self.inst_map[mask & (self.inst_map == 0)] = self.RESERVED
+        self._reserved = True
 
     def add(self, tile: Tile, nuclei: Nuclei) -> int:
         """Merge the nuclei of ``tile`` whose centroid lies in its core; returns how many.
@@ -143,9 +160,11 @@ class SeamlessMerge:
         return added
 
     def nuclei(self) -> Nuclei:
-        """The merged nuclei, numbered in the order they were added."""
+        """The merged nuclei, numbered in the order they were added (reserved pixels are
+        background)."""
+        inst_map = np.maximum(self.inst_map, 0) if self._reserved else self.inst_map
         return Nuclei.from_instances(
-            self.inst_map, np.array(self._class_id, np.int32), np.array(self._class_prob)
+            inst_map, np.array(self._class_id, np.int32), np.array(self._class_prob)
         )
 
 
