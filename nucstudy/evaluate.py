@@ -162,8 +162,10 @@ def evaluate(
     check_held_out(run_dir, data)
     if trained.scheme.n_classes != data.scheme.n_classes:
         raise ValueError(
-            f"{run_dir}: the model predicts {trained.scheme.n_classes} classes, the data's "
-            f"scheme {data.scheme.name!r} has {data.scheme.n_classes}"
+            f"{run_dir}: the model predicts {trained.scheme.n_classes} classes (scheme "
+            f"{trained.scheme.name!r}), the data's scheme {data.scheme.name!r} has "
+            f"{data.scheme.n_classes}; evaluate it on data of its own scheme, or train a model "
+            "on this data (nucstudy train --data ...) and evaluate that one"
         )
     device_t = resolve_device(device)
     model = trained.network.to(device_t)

@@ -53,8 +53,10 @@ def score_model_file(model_path: str | os.PathLike, data: ConicData) -> dict[str
     trained = load_model(model_path)
     if trained.scheme.n_classes != data.scheme.n_classes:
         raise ValueError(
-            f"{model_path}: the model predicts {trained.scheme.n_classes} classes, the data's "
-            f"scheme {data.scheme.name!r} has {data.scheme.n_classes}"
+            f"{model_path}: the model predicts {trained.scheme.n_classes} classes (scheme "
+            f"{trained.scheme.name!r}), the data's scheme {data.scheme.name!r} has "
+            f"{data.scheme.n_classes}; score it on data of its own scheme, or state the scores "
+            "of a model trained on this data"
         )
     pred = predict_labels(
         trained.network,

@@ -106,9 +106,18 @@ def run_notebook(template: str, output: Path, parameters: dict[str, Any]) -> Pat
 
     The notebook runs with the repository root as working directory; on failure the partly
     executed copy is left beside ``output`` as ``<name>.failed.ipynb`` and the error raised.
+
+    The kernel talks to papermill over CurveZMQ-encrypted sockets when pyzmq supports it (the
+    kernel manager provisions the keys, ipykernel's kernelspec declares support): without
+    them ipykernel (7.4, the locked one) warns "Kernel is running over TCP without encryption"
+    on stderr at every start: lines of noise between the main job's one-line steps.
     """
     import papermill
+    import zmq
+    from traitlets.config import Config
 
+    encryption = "auto" if zmq.has("curve") else "disabled"
+    kernel_config = Config({"KernelManager": {"transport_encryption": encryption}})
     output.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}.", suffix=".ipynb")
     os.close(handle)
@@ -120,6 +129,7 @@ def run_notebook(template: str, output: Path, parameters: dict[str, Any]) -> Pat
             cwd=str(REPO_ROOT),
             kernel_name="python3",
             progress_bar=False,
+            config=kernel_config,
         )
     except Exception:
         os.replace(tmp, output.with_name(f"{output.stem}.failed.ipynb"))
