@@ -60,7 +60,7 @@ benchmarks: setup
 # full model, the ablations (three seeds where time allows) and the Table I baselines, then
 # the pages and the book.
 gpu-study: setup
-	$(PY) -m nucstudy.gpu_study --data consep:$(CONSEP)
+	$(PY) -m nucstudy.study.gpu_study --data consep:$(CONSEP)
 
 # For a GPU machine that reaches no registry and has no ../shared: CoNSeP into .data/ and
 # the wheels into .whl/ (both git-ignored); there, run scripts/gpu_study_offline.sh.

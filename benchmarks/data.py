@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
+from nucstudy.common.io import atomic_write_text
 from nucstudy.data import make_targets, synthetic_conic
-from nucstudy.io import atomic_write_text
 
 
 def best_of(repeats: int, work) -> float:

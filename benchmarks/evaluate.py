@@ -1,7 +1,7 @@
 """Scoring speed: a trained run on the CoNSeP-256 test split, network and post-processing.
 
 Loads a run folder's best checkpoint and predicts the 224 test patches (halved to 20x) with
-:func:`nucstudy.inference.predict_labels`, for the fast path on and off and for 0, 1 and 2
+:func:`nucstudy.engine.inference.predict_labels`, for the fast path on and off and for 0, 1 and 2
 post-processing worker processes (0: post-processing after each batch in this process; n:
 n processes post-process one batch while the network runs the next). It also times the
 network alone and the post-processing alone, and checks that every setting predicts the
@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nucstudy.common.io import atomic_write_text
 from nucstudy.data import import_consep256
-from nucstudy.device import choose_fast_path
-from nucstudy.evaluate import load_run_model
-from nucstudy.inference import predict_labels, predict_maps
-from nucstudy.io import atomic_write_text
-from nucstudy.methods import DenseMethod
+from nucstudy.engine.device import choose_fast_path
+from nucstudy.engine.inference import predict_labels, predict_maps
+from nucstudy.engine.methods import DenseMethod
 from nucstudy.metrics import conic_metrics
+from nucstudy.study.evaluate import load_run_model
 
 BATCH = 16
 

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from nucstudy.experiment import ENV_FILE, HISTORY_FILE, preset
-from nucstudy.io import atomic_write_text
-from nucstudy.train import train_and_evaluate
+from nucstudy.common.io import atomic_write_text
+from nucstudy.study.evaluate import train_and_evaluate
+from nucstudy.study.experiment import ENV_FILE, HISTORY_FILE
+from nucstudy.study.presets import preset
 
 RUNS = Path("results/runs/consep/fast-path")
 

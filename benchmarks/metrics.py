@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nucstudy.classes import CONIC
-from nucstudy.io import atomic_write_text
+from nucstudy.common.io import atomic_write_text
+from nucstudy.data.classes import CONIC
 from nucstudy.metrics import conic_metrics
 
 REPO = Path(__file__).resolve().parents[1]

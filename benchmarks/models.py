@@ -3,7 +3,7 @@
 For each variant (the paper's SE-Res U-Net in full, without SE, without CA, HoVer-Net and
 Mask R-CNN) it counts parameters and the multiply-adds of one forward pass on one patch (for
 the dense networks; a detector's depends on what it detects), then times forward + loss +
-backward (no optimiser step) through each method (:mod:`nucstudy.methods`: its own targets
+backward (no optimiser step) through each method (:mod:`nucstudy.engine.methods`: its own targets
 and loss) on synthetic H&E patches in training mode, the fastest of a few steps after two
 warm-up steps, and counts the multiply-adds of that training step per patch: float32, and
 bf16 autocast with channels_last where the device has native bf16 (CUDA; AVX512-BF16 or
@@ -23,18 +23,18 @@ import platform
 
 import torch
 
-from nucstudy.classes import CONIC
-from nucstudy.cost import (
+from nucstudy.common.io import atomic_write_text
+from nucstudy.data.classes import CONIC
+from nucstudy.engine.cost import (
     WARM_UP_STEPS,
     synthetic_batch,
     time_training_steps,
     training_multiply_adds,
 )
-from nucstudy.device import choose_fast_path
-from nucstudy.experiment import ExperimentConfig
-from nucstudy.io import atomic_write_text
-from nucstudy.methods import OWN_TRAINING, build_method
+from nucstudy.engine.device import choose_fast_path
+from nucstudy.engine.methods import OWN_TRAINING, build_method
 from nucstudy.models import build_model, count_multiply_adds, count_parameters
+from nucstudy.study.experiment import ExperimentConfig
 
 #: name -> (model name, options, config changes of its method)
 VARIANTS = {

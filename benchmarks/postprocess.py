@@ -43,9 +43,9 @@ from scipy import ndimage
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
 
-from nucstudy.classes import CONIC
+from nucstudy.common.io import atomic_write_text
 from nucstudy.data import make_targets, synthetic_conic
-from nucstudy.io import atomic_write_text
+from nucstudy.data.classes import CONIC
 from nucstudy.metrics import conic_metrics
 from nucstudy.postprocess import (
     WatershedParams,

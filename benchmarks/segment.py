@@ -10,7 +10,7 @@ Run from the repository root (with the study model, ``results/models/consep-cpu-
    and a 2048 px synthetic image at 20x), once as one tile and once per tiling; PQ between
    the two nucleus sets and the whole-image nuclei split by a seam. Twice: with the trained
    model, and with perfect maps of the same images' labels read pointwise
-   (``nucstudy.oracle``), which isolates what the tiling and the post-processing do from
+   (``nucstudy.engine.oracle``), which isolates what the tiling and the post-processing do from
    what the network does with less context.
 2. **Throughput.** A large synthetic image (synthetic patches laid side by side, ``--side``
    px at 20x) through the same steps as ``segment_image``, each timed on its own: network
@@ -38,18 +38,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nucstudy.classes import CONSEP
+from nucstudy.common.io import atomic_write_text
 from nucstudy.data import import_consep256, region_mosaic, synthetic_conic
+from nucstudy.data.classes import CONSEP
 from nucstudy.data.consep import halve_labels
 from nucstudy.data.tiles import rescale_image
-from nucstudy.export import nuclei_geojson, nuclei_table, overlay, png_bytes, write_label_tiff
-from nucstudy.inference import OVERLAP, TILE_SIZE, images_to_tensor, load_model, segment_image
-from nucstudy.io import atomic_write_text
-from nucstudy.methods import method_for
-from nucstudy.ood import agnostic_scores
-from nucstudy.oracle import encode_targets, oracle_model
-from nucstudy.paths import DEFAULT_CONSEP_DIR, STUDY_MODEL
-from nucstudy.tiling import SeamlessMerge, batches, tile_grid
+from nucstudy.engine.inference import images_to_tensor
+from nucstudy.engine.methods import method_for
+from nucstudy.engine.model_file import load_model
+from nucstudy.engine.oracle import encode_targets, oracle_model
+from nucstudy.segment.export import (
+    nuclei_geojson,
+    nuclei_table,
+    overlay,
+    png_bytes,
+    write_label_tiff,
+)
+from nucstudy.segment.image import OVERLAP, TILE_SIZE, segment_image
+from nucstudy.segment.tiling import SeamlessMerge, batches, tile_grid
+from nucstudy.study.ood import agnostic_scores
+from nucstudy.study.paths import DEFAULT_CONSEP_DIR, STUDY_MODEL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metrics import machine  # noqa: E402  (benchmarks/metrics.py)

@@ -8,7 +8,7 @@ Run from the repository root (with the study model, ``results/models/consep-cpu-
 Two synthetic slides are written (tiled, JPEG, three levels, 0.5 um/px at level 0, the
 model's resolution, so level 0 is segmented): a square of synthetic H&E (``--side`` px, and
 twice that, so the second has four times the tissue; 2 x 2 and 4 x 4 regions by default) on
-a margin of glass. Each goes through :func:`nucstudy.slide_segment.segment_slide` with the
+a margin of glass. Each goes through :func:`nucstudy.segment.slide_segment.segment_slide` with the
 command's defaults (tiles of 1024 px overlapping by 128, regions of two tiles), in a child
 process of its own whose peak resident memory (``ru_maxrss``) is recorded, beside its memory
 once the model is loaded and its resident memory as each region is written.
@@ -41,9 +41,9 @@ import cv2
 import numpy as np
 import tifffile
 
+from nucstudy.common.io import atomic_write_text
 from nucstudy.data import synthetic_conic
-from nucstudy.io import atomic_write_text
-from nucstudy.paths import STUDY_MODEL
+from nucstudy.study.paths import STUDY_MODEL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metrics import machine  # noqa: E402  (benchmarks/metrics.py)
@@ -93,11 +93,11 @@ def child(path: str, out_dir: str, queue) -> None:
     stages' seconds and the memory figures on ``queue``."""
     import torch
 
-    from nucstudy.inference import load_model
-    from nucstudy.methods import DenseMethod
-    from nucstudy.regions import RegionStore
-    from nucstudy.segment import SegmentOptions
-    from nucstudy.slide_segment import SlideOptions, segment_slide
+    from nucstudy.engine.methods import DenseMethod
+    from nucstudy.engine.model_file import load_model
+    from nucstudy.segment.images import SegmentOptions
+    from nucstudy.segment.regions import RegionStore
+    from nucstudy.segment.slide_segment import SlideOptions, segment_slide
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     model = load_model(STUDY_MODEL)

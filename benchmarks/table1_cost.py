@@ -2,7 +2,8 @@
 
 For each candidate protocol of the three methods (the proposed network, HoVer-Net, Mask
 R-CNN with several backbones, input scales and sampled RoIs) it builds the real
-:class:`nucstudy.train.Trainer` on the data, with the paper preset's augmentation and crop,
+:class:`nucstudy.engine.trainer.Trainer` on the data, with the paper preset's augmentation and
+crop,
 and times whole training steps (loader, targets, forward, loss, backward, Adam step) after
 one warm-up step. From the seconds per step it estimates the minutes of an epoch and of 50
 epochs (validation not included), which is what the CPU protocols of Table I are chosen
@@ -22,9 +23,9 @@ import tempfile
 
 import torch
 
-from nucstudy.io import atomic_write_text
-from nucstudy.table1 import measure_step_seconds, method_config, table1_base
-from nucstudy.train import Trainer
+from nucstudy.common.io import atomic_write_text
+from nucstudy.engine.trainer import Trainer
+from nucstudy.study.table1 import measure_step_seconds, method_config, table1_base
 
 #: name -> (method, config changes)
 CANDIDATES = {

@@ -8,7 +8,7 @@ halved to 20x), it times:
    synthetic patches, in each precision/layout mode: ``fp32``, ``channels_last`` (fp32),
    ``bf16`` (autocast), ``bf16+channels_last`` and that under ``torch.compile`` (inductor;
    its compile time is reported apart). bf16 rows run only where
-   :func:`nucstudy.device.choose_fast_path` finds native bf16 support;
+   :func:`nucstudy.engine.device.choose_fast_path` finds native bf16 support;
 2. **inference** (forward under ``no_grad``, eval mode) in the same modes;
 3. **threads**: the fastest eager mode with 1 intra-op thread and with all of them;
 4. **DataLoader workers**: real training epochs of the cpu-demo network (loader, augmentation
@@ -35,10 +35,10 @@ import time
 
 import torch
 
+from nucstudy.common.io import atomic_write_text
 from nucstudy.data import NucleiDataset, build_augmentation, make_loader, synthetic_conic
-from nucstudy.device import choose_fast_path
-from nucstudy.io import atomic_write_text
-from nucstudy.losses import SegmentationLoss
+from nucstudy.engine.device import choose_fast_path
+from nucstudy.engine.losses import SegmentationLoss
 from nucstudy.models import build_model, count_multiply_adds
 
 WARM_UP_STEPS = 1

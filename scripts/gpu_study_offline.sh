@@ -3,7 +3,7 @@
 # here): installs the carried wheels beside that machine's torch, runs the study on the
 # carried CoNSeP without the book (no papermill there), and packs the registry folder, less
 # its checkpoints, into $OUT (or here). Back here: unpack it at the repository root and run
-# `python -m nucstudy.gpu_study --pages-only --data consep:.data/consep256` for the pages
+# `python -m nucstudy.study.gpu_study --pages-only --data consep:.data/consep256` for the pages
 # and the book.
 # Usage: scripts/gpu_study_offline.sh [gpu_study options, e.g. --minutes 8]
 # Environment: PYTHON (default python3), REGISTRY (default results/runs/consep-gpu),
@@ -18,6 +18,6 @@ if [ -z "${SKIP_WHEELS:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=/tmp/nucstudy-site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-"$PYTHON" -m nucstudy.gpu_study --data consep:.data/consep256 --out "$REGISTRY" --no-book "$@"
+"$PYTHON" -m nucstudy.study.gpu_study --data consep:.data/consep256 --out "$REGISTRY" --no-book "$@"
 tar czf "${OUT:-.}/consep-gpu.tar.gz" --exclude=checkpoints "$REGISTRY"
 echo "packed ${OUT:-.}/consep-gpu.tar.gz"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nucstudy.data import synthetic_conic
-from nucstudy.experiment import preset
+from nucstudy.study.presets import preset
 
 REPO = Path(__file__).resolve().parents[1]
 CONSEP_DIR = REPO.parent / "shared" / "data" / "consep256"
@@ -45,7 +45,7 @@ def cpm15_dir() -> Path:
 @pytest.fixture(scope="session")
 def train_smoke(tmp_path_factory):
     """A function that trains a smoke run on the CPU in a folder of its own; returns its config."""
-    from nucstudy.train import Trainer
+    from nucstudy.engine.trainer import Trainer
 
     def train(**changes):
         root = tmp_path_factory.mktemp("runs")
@@ -60,7 +60,7 @@ def train_smoke(tmp_path_factory):
 def straight_and_resumed(tmp_path, monkeypatch):
     """A function that trains ``config`` twice on the CPU: straight through, and stopped
     after its first epoch then resumed from ``last.pt``; returns the two trainers."""
-    from nucstudy.train import Trainer
+    from nucstudy.engine.trainer import Trainer
 
     def train(config):
         straight = Trainer(config, run_dir=tmp_path / "straight", progress=False)

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nucstudy.classes import CONIC, ClassScheme, get_scheme
-from nucstudy.io import atomic_write_many
+from nucstudy.common.io import atomic_write_many
+from nucstudy.data.classes import CONIC, ClassScheme, get_scheme
 
 #: CoNIC counts nuclei on the central 224 x 224 region of each 256 x 256 patch.
 CHALLENGE_CROP = 224

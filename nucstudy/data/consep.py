@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from nucstudy.classes import CONSEP
+from nucstudy.data.classes import CONSEP
 from nucstudy.data.conic import ConicData, validate_labels
 
 #: Resolution of CoNSeP, microns per pixel (40x).

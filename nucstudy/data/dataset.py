@@ -24,7 +24,7 @@ class NucleiDataset(Dataset):
     - ``"label"``: H x W x 2 int32, the (augmented) instance and class maps, for scoring;
     - ``"index"``: the patch's index in ``data``;
     - the training targets of ``targets`` (by default :func:`map_targets`: ``"np"``, ``"hv"``
-      and ``"tp"``; a method's own, see :mod:`nucstudy.methods`).
+      and ``"tp"``; a method's own, see :mod:`nucstudy.engine.methods`).
 
     Augmentation is seeded per item from (``seed``, epoch, index), so an item is the same in
     every run and whatever process or worker loads it; call :meth:`set_epoch` at the start of

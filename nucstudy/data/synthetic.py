@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from nucstudy.classes import CONIC, ClassScheme, get_scheme
+from nucstudy.data.classes import CONIC, ClassScheme, get_scheme
 from nucstudy.data.conic import CONIC_MPP, ConicData, concat_data
 
 #: The generator's nucleus morphologies, named as CoNIC's classes, in drawing-table order.

@@ -4,7 +4,7 @@ The SE-Res U-Net and HoVer-Net map B x 3 x H x W float images in [0, 1] (H, W mu
 32) to a dict of ``"np"`` B x 2 x H x W logits, ``"hv"`` B x 2 x H x W horizontal and
 vertical maps and ``"tp"`` B x n_types x H x W logits. Mask R-CNN (torchvision's) takes a
 list of images and returns losses in training and detections in eval mode. Build one by
-name with :func:`build_model`; :mod:`nucstudy.methods` knows how each learns and predicts.
+name with :func:`build_model`; :mod:`nucstudy.engine.methods` knows how each learns and predicts.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from nucstudy.common.validation import parameter_hints, type_problems
 from nucstudy.models.blocks import SIZE_MULTIPLE
 from nucstudy.models.hovernet import HoVerNet
 from nucstudy.models.maskrcnn import NucleusMaskRCNN
 from nucstudy.models.seresunet import SEResUNet
-from nucstudy.validation import parameter_hints, type_problems
 
 #: Model classes by name; their constructors take ``n_types`` and keyword options.
 MODELS: dict[str, type[nn.Module]] = {

@@ -21,7 +21,7 @@ and class heads, torchvision's RPN): weights normal with std :data:`HEAD_INIT_ST
 and zero bias (``head_init="small"``, the default). The untrained network's HV maps then
 have a standard deviation of about 0.06 and its NP and TP probabilities are near uniform,
 so its first losses are of the order of the proposed network's: the HV MSE is close to the
-targets' own mean square, below 1 (``tests/test_baselines.py``). Kaiming's fan-out on
+targets' own mean square, below 1 (``tests/engine/test_baselines.py``). Kaiming's fan-out on
 those convolutions (``head_init="kaiming"``, the study's earlier set-up) gives outputs with
 a standard deviation of about 6 (HV; 3 for TP): a first-step HV MSE of about 35 and MSGE
 of about 250 on a synthetic batch. The option changes only where training starts: a

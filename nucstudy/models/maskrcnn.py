@@ -41,7 +41,7 @@ In training mode ``model(images, targets)`` returns torchvision's dict of named 
 eval mode ``model(images)`` returns one dict of ``boxes``, ``labels``, ``scores`` and
 ``masks`` (pasted into the image, probabilities) per image. Targets are built by
 :func:`nucstudy.data.targets.instance_targets`; detections become CoNIC-layout labels in
-:func:`nucstudy.instances.detections_to_labels`.
+:func:`nucstudy.postprocess.detections.detections_to_labels`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,88 @@
+"""A run folder's files, and the record of the environment a run trained in.
+
+A run folder is self-describing::
+
+    runs/<name>/
+      config.json      the experiment's config
+      (:class:`nucstudy.study.experiment.ExperimentConfig`)
+      env.json         package versions, device, git commit, and every segment of the training
+                       (start, last checkpoint, end, steps, threads, what ran beside)
+      history.csv      one row per epoch: loss terms, lr, steps, patches seen, metrics, seconds
+      metrics.json     evaluation: overall and per class (:mod:`nucstudy.study.evaluate`)
+      per_image.csv    per-image, per-class statistics behind metrics.json (for bootstraps)
+      trained_on.json  fingerprints of the patches it trained and validated on, so that
+                       evaluation refuses to score it on them
+      checkpoints/     best.pt and last.pt (git-ignored)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from nucstudy.common.io import atomic_write_text
+
+CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE, PER_IMAGE_FILE, TRAINED_ON_FILE = (
+    "config.json",
+    "env.json",
+    "history.csv",
+    "metrics.json",
+    "per_image.csv",
+    "trained_on.json",
+)
+
+
+def environment_info() -> dict[str, Any]:
+    """Package versions, Python, platform, device name and git commit of this process."""
+    import numpy
+    import torch
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cuda": torch.version.cuda,
+        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "git_commit": git_commit(),
+    }
+    for package in ("torchvision", "albumentations", "scipy", "skimage", "pandas", "cv2"):
+        try:
+            info[package] = __import__(package).__version__
+        except ImportError:
+            info[package] = None
+    return info
+
+
+@cache
+def git_commit() -> str | None:
+    """HEAD when this process first asks: a long process keeps the commit it started on."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def write_env(run_dir: str | os.PathLike, **extra: Any) -> Path:
+    """Write ``env.json`` (environment_info plus ``extra``) into ``run_dir``, atomically."""
+    info = {**environment_info(), **extra}
+    return atomic_write_text(Path(run_dir) / ENV_FILE, json.dumps(info, indent=2) + "\n")
+
+
+def now() -> str:
+    """The local time as an ISO 8601 string with seconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

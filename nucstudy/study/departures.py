@@ -1,0 +1,399 @@
+"""Where the study departs from the paper, generated from the configs of its runs.
+
+Every :class:`~nucstudy.study.experiment.ExperimentConfig` field either belongs to one aspect of
+the protocol in :data:`ASPECTS` (compared with the paper there) or is listed in
+:data:`NOT_PROTOCOL` (names, paths, devices, speed settings that change nothing the paper
+describes). A test keeps the two lists complete, so a new config field cannot escape the
+table. :func:`departures_table` gives one row per aspect: the paper's value, each run's
+value, whether it departs, and why. Aspects of one method only (the set-up of the Table I
+baselines) have an ``applies`` test: they are listed only when some run is of that method.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from nucstudy.data.augment import build_augmentation
+from nucstudy.data.sources import parse_source
+from nucstudy.study.baseline_departures import BASELINE_ASPECTS
+from nucstudy.study.departure_rows import Aspect, Run
+from nucstudy.study.experiment import CONFIG_FILE, METRICS_FILE
+from nucstudy.study.paths import REPO_ROOT
+
+
+def _data(run: Run) -> str:
+    kind, _ = parse_source(run.config.data)
+    return {"synthetic": "synthetic H&E", "consep": "CoNSeP-256", "conic": "CoNIC"}[kind]
+
+
+def _split(run: Run) -> str:
+    config = run.config
+    if config.test_data is not None:
+        return f"separate test source {config.test_data}"
+    kind, _ = parse_source(config.data)
+    if kind == "consep":
+        return "CoNSeP's official test tiles"
+    if kind == "synthetic":
+        return "synthetic patches from another seed"
+    return f"{config.test_fraction:.0%} of the source images, fixed seed"
+
+
+def _mpp(run: Run) -> float | None:
+    return run.metrics.get("mpp")
+
+
+def _crop(run: Run) -> str:
+    config = run.config
+    if not config.augment:
+        return "no augmentation"
+    if config.crop_fraction is None and config.crop_size is None:
+        return "none"
+    side = run.env.get("crop_px") or config.crop_size
+    size = f"{side} px" if side else "side not recorded"
+    return size + (f" ({config.crop_fraction:g} of the side)" if config.crop_fraction else "")
+
+
+def _augmentation(run: Run) -> str:
+    if not run.config.augment:
+        return "none"
+    defaults = inspect.signature(build_augmentation).parameters
+    return (
+        f"flips; rescale {tuple(run.config.scale_range)}"
+        + (" (aspect ratio kept)" if run.config.keep_ratio else "")
+        + f", rotation {defaults['rotate'].default} deg (p 0.8); HSV shifts "
+        f"{defaults['hsv'].default} (p 0.8)"
+    )
+
+
+def _length(run: Run) -> str:
+    config = run.config
+    if config.steps is not None:
+        return f"{config.steps} optimiser steps"
+    return f"{config.images} patches seen" if config.images is not None else str(config.epochs)
+
+
+def _optimiser(run: Run) -> str:
+    config = run.config
+    if config.lr_schedule == "cosine":
+        schedule = "cosine to 0"
+    else:
+        at = config.lr_milestone_fractions or config.lr_milestones
+        of = " of the run" if config.lr_milestone_fractions else ""
+        schedule = f"x{config.lr_gamma:g} at {', '.join(f'{m:g}' for m in at)}{of}"
+    extras = [
+        f"weight decay {config.weight_decay:g}" if config.weight_decay else "",
+        f"warm-up {config.warmup_steps} steps" if config.warmup_steps else "",
+        f"weight average (EMA {config.ema_decay:g})" if config.ema_decay is not None else "",
+    ]
+    return ", ".join([f"Adam, {config.lr:g}, {schedule}", *filter(None, extras)])
+
+
+def _paper_optimiser(run: Run) -> bool:
+    config = run.config
+    return (config.lr, config.lr_milestones, config.lr_gamma) == (3e-4, [25, 35], 0.1) and (
+        config.lr_schedule == "step"
+        and not (config.lr_milestone_fractions or config.weight_decay or config.warmup_steps)
+        and config.ema_decay is None
+    )
+
+
+def _loss(run: Run) -> str:
+    config = run.config
+    text = {
+        "paper": "the paper's (Dice: mean over classes)",
+        "hovernet": "HoVer-Net's (adds MSGE; Dice summed over classes)",
+        "maskrcnn": "torchvision's Mask R-CNN losses",
+    }[config.loss]
+    weights = ", ".join(f"{k} {v:g}" for k, v in config.loss_weights.items())
+    present = "; Dice over the classes present" if config.dice_classes == "present" else ""
+    return text + (f"; term weights {weights}" if weights else "") + present
+
+
+_STAIN_TEXT = {
+    "none": "none",
+    "default": "HEStain (random preset stain matrices, p 0.5)",
+    "strong": (
+        "strong: HEStain on every patch (intensity x0.5-1.5, shift +-0.3), brightness and "
+        "contrast +-30 %, gamma 0.7-1.5 (p 0.8 each)"
+    ),
+}
+
+#: How each of ``ExperimentConfig.extra_augment``'s names reads in the table.
+_EXTRA_TEXT = {
+    "blur_noise": "Gaussian or median blur (p 0.3), Gaussian noise (p 0.3)",
+    "grayscale": "grayscale (p 0.2)",
+}
+
+
+def _weights(run: Run) -> str:
+    weights = run.config.class_weights
+    if weights is None:
+        return "none (plain cross-entropy)"
+    if weights == "paper":
+        scheme = run.metrics.get("scheme", "conic")
+        return "the paper's" + ("" if scheme == "conic" else f", mapped onto {scheme}")
+    return str(weights)
+
+
+def _precision(run: Run) -> str:
+    path = run.env.get("fast_path")
+    if path is None:
+        return "not recorded"
+    return "bf16 autocast + channels_last" if path["bf16"] else "float32"
+
+
+def _device(run: Run) -> str:
+    return run.env.get("device_name") or "not recorded"
+
+
+#: The aspects of the protocol, in the order the table lists them.
+ASPECTS: tuple[Aspect, ...] = (
+    Aspect(
+        "data set",
+        "CoNIC (Lizard, colon H&E from several centres)",
+        ("data", "synthetic_patches", "synthetic_size"),
+        _data,
+        lambda run: _data(run) == "CoNIC",
+        "CoNIC cannot be downloaded on the study's machines: synthetic H&E is the embedded "
+        "default, CoNSeP-256 (one of Lizard's sources) the real data at hand",
+    ),
+    Aspect(
+        "classes",
+        "6 CoNIC classes",
+        (),
+        lambda run: run.metrics.get("scheme", "?"),
+        lambda run: run.metrics.get("scheme") == "conic",
+        "CoNSeP has HoVer-Net's 4 merged classes; mPQ+ over 4 classes is another quantity",
+    ),
+    Aspect(
+        "test split",
+        "not stated",
+        ("test_fraction", "test_data"),
+        _split,
+        lambda run: False,
+        "the paper does not say how it held out test patches; ours never shares an image",
+    ),
+    Aspect(
+        "magnification",
+        "20x (0.5 um/px)",
+        ("resample",),
+        lambda run: f"{_mpp(run)} um/px" if _mpp(run) else "?",
+        lambda run: _mpp(run) == 0.5,
+        "CoNSeP is 40x; halved (block majority for labels) to CoNIC's 20x",
+    ),
+    Aspect(
+        "network width, depth",
+        "not given",
+        ("model", "model_options"),
+        lambda run: (
+            (
+                f"{run.config.model} "
+                + ", ".join(f"{k} {v}" for k, v in run.config.model_options.items())
+            ).strip()
+            or run.config.model
+        ),
+        lambda run: False,
+        "the paper gives no widths: the default is 32 channels, 5 levels; cpu-demo halves "
+        "the width and drops a level to train in minutes on 2 CPU cores",
+    ),
+    Aspect(
+        "epochs",
+        "50",
+        ("epochs", "steps", "images"),
+        _length,
+        lambda run: _length(run) == "50",
+        "the compute at hand: 2 CPU cores, no GPU",
+    ),
+    Aspect(
+        "batch size",
+        "32",
+        ("batch_size",),
+        lambda run: str(run.config.batch_size),
+        lambda run: run.config.batch_size == 32,
+        "smaller batches take more optimiser steps per epoch in the CPU budget",
+    ),
+    Aspect(
+        "optimiser, learning rate, schedule",
+        "Adam, 3e-4, x0.1 at epochs 25 and 35",
+        ("lr", "lr_milestones", "lr_gamma", "weight_decay", "lr_schedule")
+        + ("lr_milestone_fractions", "warmup_steps", "ema_decay"),
+        _optimiser,
+        _paper_optimiser,
+        "a shorter schedule needs a larger rate to learn in 30 epochs",
+    ),
+    Aspect(
+        "augmentation",
+        "flips, rescale, rotation, random HSV (ranges not given)",
+        ("augment", "scale_range", "keep_ratio"),
+        _augmentation,
+        lambda run: False,
+        "the paper gives no ranges: these are the study's",
+    ),
+    Aspect(
+        "random crop",
+        "random cropping (size not given)",
+        ("crop_size", "crop_fraction"),
+        _crop,
+        lambda run: _crop(run) not in ("none", "no augmentation"),
+        "the paper gives no size: the paper preset crops 0.75 of the side; cpu-demo trains "
+        "on whole (already small) patches",
+    ),
+    Aspect(
+        "stain augmentation",
+        "none (random HSV only)",
+        ("stain_augment", "stain_strength"),
+        lambda run: _STAIN_TEXT[run.config.stain_augmentation_used],
+        lambda run: run.config.stain_augmentation_used == "none",
+        "added for tissue stained unlike the training set (the out-of-domain page)",
+    ),
+    Aspect(
+        "blur, noise, grayscale",
+        "none",
+        ("extra_augment",),
+        lambda run: (
+            ", ".join(_EXTRA_TEXT[name] for name in run.config.extra_augment)
+            if run.config.augment and run.config.extra_augment
+            else "none"
+        ),
+        lambda run: not (run.config.augment and run.config.extra_augment),
+        "tried for tissue whose background the training set does not show (the "
+        "out-of-domain page)",
+    ),
+    Aspect(
+        "synthetic training patches",
+        "none",
+        ("synthetic_mix",),
+        lambda run: (
+            f"{run.config.synthetic_mix:g} synthetic patch(es) per real training patch"
+            if run.config.synthetic_mix
+            else "none"
+        ),
+        lambda run: not run.config.synthetic_mix,
+        "tried for tissue unlike the training set: the procedural generator's stains and "
+        "nuclei beside the real patches (the out-of-domain page)",
+    ),
+    Aspect(
+        "TP class weights",
+        "epithelial 2, lymphocyte 2, plasma 3, eosinophil 4, neutrophil 4, connective 2, "
+        "background 1",
+        ("class_weights",),
+        _weights,
+        lambda run: run.config.class_weights == "paper" and run.metrics.get("scheme") == "conic",
+        "for CoNSeP's classes the paper's weights are mapped by the study "
+        "(nucstudy.data.classes.paper_class_weights)",
+    ),
+    Aspect(
+        "loss",
+        "CE + Dice (NP), MSE (HV), weighted CE + Dice (TP); Dice the mean over classes",
+        ("loss", "loss_weights", "dice_classes"),
+        _loss,
+        lambda run: (
+            (run.config.loss, run.config.dice_classes) == ("paper", "all")
+            and not run.config.loss_weights
+        ),
+        "each baseline keeps its own loss; term weights and the Dice over present classes "
+        "are the training recipe's options",
+    ),
+    Aspect(
+        "patch sampling",
+        "every patch once an epoch (implied by epochs)",
+        ("sampling",),
+        lambda run: {"uniform": "every patch once an epoch", "rare": "rare classes more often"}[
+            run.config.sampling
+        ],
+        lambda run: run.config.sampling == "uniform",
+        "rare-class sampling is a training recipe option for the rare classes",
+    ),
+    Aspect(
+        "post-processing",
+        "HoVer-Net's (constants for 40x)",
+        ("postprocess",),
+        lambda run: {
+            "native": "HoVer-Net's, constants scaled to the data's mpp",
+            "resample": "HoVer-Net's at 40x on maps resized x2 (the CoNIC baseline's route)",
+        }[run.config.postprocess],
+        lambda run: False,
+        "HoVer-Net's 40x constants lose PQ at 20x even on perfect maps",
+    ),
+    Aspect(
+        "model selection",
+        "not stated",
+        ("val_fraction", "eval_every", "seed"),
+        lambda run: (
+            f"best validation mPQ+ (every {run.config.eval_every} epochs) on "
+            f"{run.config.val_fraction:.0%} of the training images; seed {run.config.seed}"
+        ),
+        lambda run: False,
+        "the paper does not say which epoch it reports",
+    ),
+    Aspect(
+        "hardware",
+        "GPUs",
+        (),
+        _device,
+        lambda run: _device(run) not in ("cpu", "not recorded"),
+        "the study's machines have 2 CPU cores and no GPU",
+    ),
+    Aspect(
+        "precision",
+        "not stated",
+        ("mixed_precision",),
+        _precision,
+        lambda run: False,
+        "bf16 where the hardware computes it natively; its effect is measured on the "
+        "performance pages",
+    ),
+    Aspect(
+        "pretraining",
+        "not stated",
+        (),
+        lambda run: "none (random initialisation)",
+        lambda run: False,
+        "nothing is downloaded on the study's machines",
+    ),
+)
+
+
+#: Config fields that are not part of the protocol the paper describes.
+NOT_PROTOCOL: dict[str, str] = {
+    "name": "the run folder's name",
+    "preset": "provenance: the preset the config started from",
+    "out_root": "where the run folder is written",
+    "device": "where it runs (the hardware row records the device used)",
+    "workers": "DataLoader processes: speed only",
+    "compile": "torch.compile: speed only",
+}
+
+
+def departures_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per aspect that applies to some run: paper, each run's value ("does not
+    apply" where the aspect is of another method), whether any run departs, why.
+
+    Returns:
+        DataFrame indexed by aspect with columns ``paper``, one per run (its name),
+        ``departs`` ("yes" / "no") and ``why`` (empty where no run departs).
+    """
+    rows = []
+    for aspect in ASPECTS + BASELINE_ASPECTS:
+        applying = [aspect.applies(run) for run in runs]
+        if aspect in BASELINE_ASPECTS and not any(applying):
+            continue
+        row = {"aspect": aspect.name, "paper": aspect.paper}
+        for run, applies in zip(runs, applying, strict=True):
+            row[run.name] = aspect.ours(run) if applies else "does not apply"
+        departs = not all(aspect.same(r) for r, a in zip(runs, applying, strict=True) if a)
+        row["departs"] = "yes" if departs else "no"
+        row["why"] = aspect.why if departs else ""
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("aspect")
+
+
+def registry_full_runs(root: str | os.PathLike | None = None) -> list[Run]:
+    """The full-model run (``full-seed0``) of each data set in the results registry."""
+    root = Path(root) if root is not None else REPO_ROOT / "results" / "runs"
+    folders = sorted(root.glob(f"*/full-seed0/{CONFIG_FILE}"))
+    return [Run.read(path.parent) for path in folders if (path.parent / METRICS_FILE).is_file()]

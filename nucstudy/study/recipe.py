@@ -1,0 +1,224 @@
+"""The training recipe, ingredient by ingredient: what each change to training buys.
+
+All arms train the ``cpu-demo`` network (width 16, depth 4) on CoNSeP at 20x from scratch
+and are scored on CoNSeP's test split. :data:`RECIPE_BASE` is the reference arm: 5,000
+optimiser steps of batch 8, cosine decay from 2e-3, and the paper's loss with HoVer-Net's
+HV terms (HV MSE counted twice plus MSGE). Every other arm (:data:`INGREDIENTS`) changes one
+thing against it, at the same optimiser steps (batch 16 at the same patches seen), so that
+its difference from the reference is that ingredient's effect. The committed ``cpu-demo``
+runs (1,260 steps, the paper's loss and step schedule) are the starting point.
+
+:func:`recipe_plan` lists the runs, :func:`run_recipe` trains and scores what is missing
+(resuming a run interrupted part-way), :func:`recipe_table` gathers their scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nucstudy.study.experiment import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, ExperimentConfig
+from nucstudy.study.presets import preset
+
+#: HoVer-Net's HV terms as term weights of the paper's loss: HV MSE twice, plus MSGE.
+HV_TERMS: dict[str, float] = {"hv_mse": 2.0, "hv_msge": 1.0}
+
+#: The reference arm's changes to the ``cpu-demo`` preset.
+RECIPE_BASE: dict[str, Any] = {
+    "data": "consep:../shared/data/consep256",
+    "resample": True,
+    "steps": 5000,
+    "lr_schedule": "cosine",
+    "loss_weights": HV_TERMS,
+    "eval_every": 10,
+    "compile": True,
+    "workers": 0,
+}
+
+#: Arm -> (what it tests, its changes to the reference arm), in the order they are trained.
+INGREDIENTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "reference": ("5,000 steps, cosine, HV terms", {}),
+    "paper HV loss": ("the HV terms (without: the paper's HV MSE alone)", {"loss_weights": {}}),
+    "dice present": (
+        "Dice over the classes in the batch (rare class)",
+        {"dice_classes": "present"},
+    ),
+    "rare sampling": ("patches with rare classes drawn more often", {"sampling": "rare"}),
+    "ema": ("a moving average of the weights (decay 0.999)", {"ema_decay": 0.999}),
+    "1,260 steps": ("steps: the committed runs' 1,260 instead of 5,000", {"steps": 1260}),
+    "step schedule": (
+        "schedule: x0.1 at 2/3 and 13/15 of the steps instead of cosine",
+        {"lr_schedule": "step", "lr_milestone_fractions": [20 / 30, 26 / 30]},
+    ),
+    "keep ratio": ("the rescale keeps the aspect ratio", {"keep_ratio": True}),
+    "crop 96": ("random 96 px crops of the 128 px patches", {"crop_fraction": 0.75}),
+    "batch 16": (
+        "batch 16 at the same patches seen (2,500 steps)",
+        {"batch_size": 16, "steps": 2500},
+    ),
+    "all tiles": (
+        "all 27 training tiles, none held out (the last checkpoint)",
+        {"val_fraction": 0.0},
+    ),
+}
+
+
+def run_name(arm: str, seed: int) -> str:
+    """The run folder of an arm and seed: ``dice-present-seed0``, ``1260-steps-seed1``."""
+    slug = arm.replace(",", "").replace(" ", "-")
+    return f"{slug}-seed{seed}"
+
+
+def recipe_config(arm: str, seed: int, out_root: str | os.PathLike) -> ExperimentConfig:
+    """The config of one arm and seed.
+
+    Raises:
+        ValueError: an unknown arm.
+    """
+    if arm not in INGREDIENTS:
+        raise ValueError(f"unknown recipe arm {arm!r}; known: {', '.join(INGREDIENTS)}")
+    changes = {**RECIPE_BASE, **INGREDIENTS[arm][1]}
+    return preset(
+        "cpu-demo", name=run_name(arm, seed), seed=seed, out_root=str(out_root), **changes
+    )
+
+
+def recipe_plan(
+    arms: list[str], seeds: list[int], out_root: str | os.PathLike
+) -> list[tuple[str, int, ExperimentConfig]]:
+    """(arm, seed, config) of every run, arm by arm."""
+    return [(arm, seed, recipe_config(arm, seed, out_root)) for arm in arms for seed in seeds]
+
+
+def run_state(config: ExperimentConfig) -> str:
+    """``"scored"``, ``"trained"`` (not scored), ``"partial"`` (resumable) or ``"new"``."""
+    folder = config.run_dir
+    if (folder / CONFIG_FILE).is_file() and ExperimentConfig.load(folder / CONFIG_FILE) != config:
+        raise ValueError(f"{folder}: holds a run of another config; move it or choose --out")
+    if (folder / METRICS_FILE).is_file():
+        return "scored"
+    if not (folder / "checkpoints" / "last.pt").is_file():
+        return "new"
+    history = pd.read_csv(folder / HISTORY_FILE)
+    done = "step" in history.columns and int(history["step"].iloc[-1]) >= _planned_steps(config)
+    return "trained" if done else "partial"
+
+
+def _planned_steps(config: ExperimentConfig) -> int:
+    """The steps a run of ``config`` ends at (epochs-long runs need their data's size)."""
+    if config.steps is not None:
+        return config.steps
+    if config.images is not None:
+        return config.images // config.batch_size
+    raise ValueError(f"{config.name}: the recipe's runs are given in steps")
+
+
+def run_recipe(
+    arms: list[str], seeds: list[int], out_root: str | os.PathLike, progress: bool = True
+) -> None:
+    """Train and score every run of the plan that is not scored yet, one after another.
+
+    A run interrupted part-way resumes from its last checkpoint; a scored run is left as
+    it is. Each run is scored on CoNSeP's test split (``metrics.json``).
+    """
+    from nucstudy.engine.trainer import Trainer
+    from nucstudy.study.evaluate import evaluate
+
+    for arm, seed, config in recipe_plan(arms, seeds, out_root):
+        state = run_state(config)
+        if state == "scored":
+            continue
+        if progress:
+            print(f"[recipe] {arm}, seed {seed}: {state} -> {config.run_dir}", flush=True)
+        if state in ("new", "partial"):
+            Trainer(config, resume=state == "partial", progress=progress).fit()
+        evaluate(
+            config.run_dir,
+            config.open_data("test"),
+            device=config.device,
+            data_name=f"{config.data} (test)",
+            progress=progress,
+        )
+
+
+#: The arm of the committed ``cpu-demo`` runs on CoNSeP: the starting point.
+COMMITTED = "committed recipe"
+#: The arm of the reference runs scored with thresholds tuned on their validation tiles.
+TUNED = "tuned thresholds"
+
+
+def recipe_table(
+    out_root: str | os.PathLike, committed_root: str | os.PathLike | None = None
+) -> pd.DataFrame:
+    """One row per scored run: arm, seed, steps, patches seen and test scores.
+
+    Args:
+        out_root: the folder of the arms' run folders (:func:`run_recipe`'s ``out_root``).
+            A reference run scored with tuned thresholds (``metrics-tuned.json``, written by
+            ``nucstudy evaluate --tuned``) adds a row of the arm :data:`TUNED`.
+        committed_root: the folder of the committed ``cpu-demo`` runs on CoNSeP
+            (``full-seed<k>``), whose rows form the arm :data:`COMMITTED`; None: none.
+
+    Returns:
+        Columns ``arm``, ``seed``, ``steps``, ``images seen``, ``PQ``, ``mPQ+``, ``R²``,
+        ``AJI`` and ``PQ other`` (scores unitless, on CoNSeP's test split).
+    """
+    rows = []
+    names = {run_name(arm, 0).removesuffix("-seed0"): arm for arm in INGREDIENTS}
+    for metrics_path in sorted(Path(out_root).glob(f"*/{METRICS_FILE}")):
+        arm = names.get(metrics_path.parent.name.rsplit("-seed", 1)[0])
+        if arm is not None:
+            rows.append(_score_row(arm, metrics_path))
+            tuned = metrics_path.with_name("metrics-tuned.json")
+            if arm == "reference" and tuned.is_file():
+                rows.append(_score_row(TUNED, tuned))
+    if committed_root is not None:
+        for metrics_path in sorted(Path(committed_root).glob(f"full-seed*/{METRICS_FILE}")):
+            rows.append(_score_row(COMMITTED, metrics_path))
+    columns = ["arm", "seed", "steps", "images seen", "PQ", "mPQ+", "R²", "AJI", "PQ other"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _score_row(arm: str, metrics_path: Path) -> dict[str, Any]:
+    """The row of :func:`recipe_table` of one scored run."""
+    config = ExperimentConfig.load(metrics_path.parent / CONFIG_FILE)
+    metrics = json.loads(metrics_path.read_text())
+    steps = metrics.get("step")
+    if steps is None:  # scored before steps were counted: the patches its epochs saw
+        history = pd.read_csv(metrics_path.parent / HISTORY_FILE)
+        trained = history[history["epoch"] <= int(metrics["epoch"])]
+        images = (trained["images_per_s"] * trained["seconds"]).round().sum()
+        steps = int(images) // config.batch_size
+    overall = metrics["overall"]
+    return {
+        "arm": arm,
+        "seed": config.seed,
+        "steps": steps,
+        "images seen": None if steps is None else steps * config.batch_size,
+        "PQ": overall["pq"],
+        "mPQ+": overall["mpq+"],
+        "R²": overall["r2"],
+        "AJI": overall["aji"],
+        "PQ other": metrics["per_class"].get("other", {}).get("pq"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m nucstudy.study.recipe", description="train and score the recipe's arms"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder of the run folders")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--arms", nargs="+", default=list(INGREDIENTS), choices=list(INGREDIENTS))
+    args = parser.parse_args(argv)
+    run_recipe(args.arms, args.seeds, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""The departures table lists every aspect of the protocol, from the runs' own configs."""
+
+import dataclasses
+
+from nucstudy.study.departures import (
+    ASPECTS,
+    BASELINE_ASPECTS,
+    NOT_PROTOCOL,
+    Run,
+    departures_table,
+    registry_full_runs,
+)
+from nucstudy.study.experiment import ExperimentConfig
+from nucstudy.study.presets import preset
+
+
+def test_every_config_field_is_in_the_table_or_declared_not_protocol():
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    covered = [name for aspect in ASPECTS for name in aspect.fields]
+    assert len(covered) == len(set(covered)), "a field belongs to one aspect only"
+    assert set(covered) | set(NOT_PROTOCOL) == fields
+    assert not set(covered) & set(NOT_PROTOCOL)
+
+
+def _run(config, scheme="conic", mpp=0.5, device="cpu", bf16=True, crop=None):
+    env = {"device_name": device, "fast_path": {"bf16": bf16}, "crop_px": crop}
+    return Run("x", config, env, {"scheme": scheme, "mpp": mpp})
+
+
+def test_a_paper_run_on_conic_on_a_gpu_departs_only_where_the_paper_is_silent():
+    run = _run(preset("paper", data="conic:/data"), device="NVIDIA H200", crop=192)
+    table = departures_table([run])
+    same = {"data set", "classes", "magnification", "epochs", "batch size", "random crop"}
+    same |= {"optimiser, learning rate, schedule", "TP class weights", "loss", "hardware"}
+    same |= {"stain augmentation", "blur, noise, grayscale", "synthetic training patches"}
+    same |= {"patch sampling"}
+    assert set(table.index[table["departs"] == "no"]) == same
+    assert table.loc["random crop", "x"] == "192 px (0.75 of the side)"
+    assert (table.loc[table["departs"] == "yes", "why"] != "").all()
+
+
+def test_a_cpu_demo_run_on_consep_lists_its_departures():
+    config = preset("cpu-demo", data="consep:/data", resample=True, mixed_precision=False)
+    table = departures_table([_run(config, scheme="consep", bf16=False)])
+    for aspect in ("data set", "classes", "epochs", "batch size", "random crop", "hardware"):
+        assert table.loc[aspect, "departs"] == "yes", aspect
+    assert table.loc["precision", "x"] == "float32"
+    assert table.loc["TP class weights", "x"] == "the paper's, mapped onto consep"
+    assert table.loc["test split", "x"] == "CoNSeP's official test tiles"
+    assert table.loc["stain augmentation", "departs"] == "no"
+    stained = departures_table([_run(config.replace(stain_augment=True), scheme="consep")])
+    assert stained.loc["stain augmentation", "departs"] == "yes"
+    assert "HEStain" in stained.loc["stain augmentation", "x"]
+    strong = config.replace(stain_augment=True, stain_strength="strong", scale_range=[0.5, 2.0])
+    strong_table = departures_table([_run(strong, scheme="consep")])
+    assert strong_table.loc["stain augmentation", "x"].startswith("strong: HEStain on every")
+    assert "rescale (0.5, 2.0)" in strong_table.loc["augmentation", "x"]
+    assert strong_table.loc["blur, noise, grayscale", "departs"] == "no"
+    extra = config.replace(extra_augment=["blur_noise", "grayscale"])
+    extra_table = departures_table([_run(extra, scheme="consep")])
+    assert extra_table.loc["blur, noise, grayscale", "departs"] == "yes"
+    assert extra_table.loc["blur, noise, grayscale", "x"].endswith("grayscale (p 0.2)")
+    mixed_table = departures_table([_run(config.replace(synthetic_mix=1.0), scheme="consep")])
+    assert mixed_table.loc["synthetic training patches", "departs"] == "yes"
+    assert mixed_table.loc["synthetic training patches", "x"].startswith("1 synthetic patch")
+
+
+def test_the_registry_runs_are_read(tmp_path):
+    config = preset("smoke", name="full-seed0", out_root=str(tmp_path / "synthetic"))
+    config.run_dir.mkdir(parents=True)
+    config.save(config.run_dir / "config.json")
+    assert registry_full_runs(tmp_path) == []  # not scored yet
+    (config.run_dir / "metrics.json").write_text('{"scheme": "conic", "mpp": 0.5}')
+    (run,) = registry_full_runs(tmp_path)
+    assert run.name == "synthetic (smoke)" and run.metrics["mpp"] == 0.5
+
+
+def test_the_baselines_set_up_is_listed_where_a_run_is_of_that_method():
+    base = preset("paper", data="consep:/data", resample=True)
+    full = _run(base)
+    own = {"model_options": {}, "class_weights": None}
+    hovernet = Run("hovernet", base.replace(model="hovernet", loss="hovernet", **own), {}, {})
+    maskrcnn_config = base.replace(model="maskrcnn", loss="maskrcnn", **own)
+    maskrcnn = Run("maskrcnn", maskrcnn_config.replace(model_options={"upscale": 1.0}), {}, {})
+    assert not set(departures_table([full]).index) & {a.name for a in BASELINE_ASPECTS}
+    table = departures_table([full, hovernet, maskrcnn])
+    assert {a.name for a in BASELINE_ASPECTS} <= set(table.index)
+    head = table.loc["HoVer-Net output layers"]
+    assert head["x"] == "does not apply" and head["maskrcnn"] == "does not apply"
+    assert head["hovernet"].startswith("output convs normal (std 0.01), zero bias by default")
+    assert "Kaiming fan-out" in head["hovernet"] and head["departs"] == "yes"
+    scale = table.loc["Mask R-CNN image scale and anchors", "maskrcnn"]
+    assert scale.startswith("images x1; anchors [6, 12, 24, 48, 96] px of the data by default")
+    assert "[4, 8, 16, 32, 64]" in scale  # the earlier default
+    rule = table.loc["Mask R-CNN detection score", "maskrcnn"]
+    assert rule.startswith("nucleus score 1 - p(background)")
+    assert "500 detections" in table.loc["Mask R-CNN proposals and detections", "maskrcnn"]
+    stated = maskrcnn.config.replace(
+        model_options={"upscale": 2.0, "anchor_sizes": [6, 12, 24, 48, 96]}
+    )
+    table = departures_table([Run("m", stated, {}, {})])
+    assert table.loc["Mask R-CNN image scale and anchors", "m"] == (
+        "images x2; anchors [6, 12, 24, 48, 96] px of the data"
+    )
+
+
+def test_the_training_recipe_options_are_named_in_their_rows():
+    config = preset("paper", data="consep:/data", resample=True).replace(
+        steps=2000,
+        lr_schedule="cosine",
+        warmup_steps=100,
+        ema_decay=0.999,
+        loss_weights={"hv_mse": 2.0, "hv_msge": 1.0},
+        dice_classes="present",
+        sampling="rare",
+        keep_ratio=True,
+    )
+    table = departures_table([_run(config, scheme="consep")])
+    assert table.loc["epochs", "x"] == "2000 optimiser steps"
+    optimiser = table.loc["optimiser, learning rate, schedule", "x"]
+    assert optimiser == "Adam, 0.0003, cosine to 0, warm-up 100 steps, weight average (EMA 0.999)"
+    assert table.loc["loss", "x"] == (
+        "the paper's (Dice: mean over classes); term weights hv_mse 2, hv_msge 1; "
+        "Dice over the classes present"
+    )
+    assert table.loc["patch sampling", "x"] == "rare classes more often"
+    assert "(aspect ratio kept)" in table.loc["augmentation", "x"]
+    for aspect in ("epochs", "optimiser, learning rate, schedule", "loss", "patch sampling"):
+        assert table.loc[aspect, "departs"] == "yes", aspect
+    fractions = config.replace(steps=None, lr_schedule="step", lr_milestone_fractions=[0.5, 0.7])
+    table = departures_table([_run(fractions, scheme="consep")])
+    assert table.loc["optimiser, learning rate, schedule", "x"].startswith(
+        "Adam, 0.0003, x0.1 at 0.5, 0.7 of the run"
+    )

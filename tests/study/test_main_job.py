@@ -1,0 +1,99 @@
+"""The main job's pieces: arguments, the data step, notebooks run atomically."""
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+
+from nucstudy.data import save_conic, synthetic_conic
+from nucstudy.study import main_job as study
+
+
+def test_bad_arguments_exit_2(capsys):
+    for argv in (
+        ["--data", "imagenet"],
+        ["--data", "consep:/no/such/folder"],
+        ["--consep", "/no/such/folder"],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            study.main(argv)
+        assert exit_info.value.code == 2
+    assert "error: --" in capsys.readouterr().err
+
+
+def test_data_tags():
+    assert study.data_tag("synthetic") == "synthetic"
+    assert study.data_tag("consep:../x") == "consep"
+
+
+def test_data_step_writes_summary_and_figure(tmp_path):
+    summary = study.data_step(tmp_path / "out", tmp_path / "data", 4, None, seed=1)
+    assert list(summary["source"].unique()) == ["synthetic"]
+    assert summary["share"].sum() == pytest.approx(1.0)
+    assert (tmp_path / "out" / "figures" / "data_sources.png").stat().st_size > 10_000
+    assert pd.read_csv(tmp_path / "out" / "data_summary.csv").shape == summary.shape
+    assert (tmp_path / "data" / "synthetic" / "images.npy").is_file()
+
+
+def test_a_failing_notebook_leaves_its_partial_copy_and_no_output(tmp_path, monkeypatch):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    book = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("raise RuntimeError('boom')"),
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
+    nbformat.write(book, notebooks / "broken.ipynb")
+    monkeypatch.setattr(study, "NOTEBOOKS", notebooks)
+    output = tmp_path / "out" / "broken.ipynb"
+    with pytest.raises(Exception, match="boom"):
+        study.run_notebook("broken", output, {"x": 2})
+    assert not output.exists()
+    assert (tmp_path / "out" / "broken.failed.ipynb").is_file()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["broken.failed.ipynb"]
+
+
+def test_executed_notebooks_are_frozen_for_the_book(tmp_path, monkeypatch):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    book = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
+    nbformat.write(book, notebooks / "ok.ipynb")
+    monkeypatch.setattr(study, "NOTEBOOKS", notebooks)
+    out = study.run_notebook("ok", tmp_path / "out" / "ok.ipynb", {"x": 2})
+    assert nbformat.read(out, as_version=4).metadata["mystnb"] == {"execution_mode": "off"}
+
+
+def test_a_conic_study_reaches_its_pages_and_table1(tmp_path, monkeypatch):
+    folder = save_conic(synthetic_conic(16, size=64, seed=2), tmp_path / "conic")
+    monkeypatch.setattr(study, "EXPERIMENTS", tmp_path / "pages")
+    monkeypatch.setattr(study, "RUNS_ROOT", tmp_path / "runs")
+    monkeypatch.setattr(study, "STUDY_OUT", tmp_path / "study")
+    monkeypatch.setattr(study, "DATA_DIR", tmp_path / "data")
+    (tmp_path / "runs" / "synthetic").mkdir(parents=True)  # another data set's registry
+    args = ["--data", f"conic:{folder}", "--preset", "smoke", "--no-book"]
+    assert study.main([*args, "--baselines-budget", "0"]) == 0
+    runs = tmp_path / "runs" / "conic"
+    metrics = json.loads((runs / "full-seed0" / "metrics.json").read_text())
+    assert metrics["data"] == f"conic:{folder} (test)"
+    assert metrics["patches"] < 16  # scored on the held-out source images only
+    assert (runs / "no-SE-seed0" / "metrics.json").is_file()
+    for page in ("conic/train", "conic/ablations", "table1"):
+        assert (tmp_path / "pages" / f"{page}.ipynb").is_file(), page
+    table1 = nbformat.read(tmp_path / "pages" / "table1.ipynb", as_version=4)
+    injected = next(c for c in table1.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert str(runs) in injected.source and "synthetic" in injected.source
+    shown = json.dumps([c.get("outputs", []) for c in table1.cells])
+    assert "SE-Res U-Net + CA (proposed)" in shown and "conic" in shown
+    assert "not trained here: about" in shown  # the baselines' measured cost, over budget
+    toc = (study.REPO_ROOT / "_toc.yml").read_text()
+    assert "book/experiments/conic/train" in toc and "book/experiments/conic/ablations" in toc

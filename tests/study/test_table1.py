@@ -1,0 +1,188 @@
+"""Table I: one protocol for three methods, departures named per row, the table command."""
+
+import json
+
+import pandas as pd
+import pytest
+
+import nucstudy.study.table1 as table1
+from nucstudy.cli import main
+from nucstudy.study.table1 import (
+    METHODS,
+    method_config,
+    protocol_differences,
+    run_table1,
+    table1_base,
+    table1_rows,
+)
+
+#: Mask R-CNN and HoVer-Net small enough for tests.
+SMALL = {
+    "maskrcnn": {"model_options": {"backbone": "resnet18", "upscale": 1.0}},
+    "hovernet": {"epochs": 1},
+}
+
+
+def test_each_method_changes_only_what_defines_it():
+    base = table1_base("consep:somewhere", "paper")
+    assert base.resample and base.epochs == 50 and base.batch_size == 32
+    configs = {method: method_config(base, method) for method in METHODS}
+    assert configs["proposed"].replace(name=base.name) == base
+    assert configs["hovernet"].model == "hovernet" and configs["hovernet"].loss == "hovernet"
+    assert configs["hovernet"].class_weights is None
+    assert configs["maskrcnn"].model_options == {"backbone": "resnet50", "upscale": 2.0}
+    assert [c.name for c in configs.values()] == ["hovernet-seed0", "maskrcnn-seed0", "full-seed0"]
+    for config in configs.values():
+        assert protocol_differences(config, configs["proposed"]) == ""
+
+
+def test_fewer_epochs_scale_the_schedule_and_are_named():
+    base = table1_base("synthetic", "paper")
+    config = method_config(base, "hovernet", {"epochs": 15})
+    assert config.lr_milestones == [8, 11]
+    text = protocol_differences(config, method_config(base, "proposed"))
+    assert "epochs 15 (others: 50)" in text and "lr_milestones [8, 11]" in text
+    options = method_config(base, "maskrcnn", {"model_options": {"backbone": "resnet18"}})
+    assert options.model_options == {"backbone": "resnet18", "upscale": 2.0}
+    with pytest.raises(ValueError, match="unknown Table I method"):
+        method_config(base, "unet")
+
+
+def test_run_table1_trains_the_three_scores_them_and_reuses_runs(tmp_path, monkeypatch):
+    base = table1_base("synthetic", "smoke", device="cpu")
+    table = run_table1(base, tmp_path, SMALL, n_boot=50, progress=False)
+    assert table["status"].tolist() == ["done"] * 3
+    assert set(table["method"]) == {m["label"] for m in METHODS.values()}
+    rows = table.set_index("method")
+    assert "epochs 1 (others: 2)" in rows.loc["HoVer-Net", "protocol"]
+    assert rows.loc["Mask R-CNN", "protocol"] == (
+        "backbone resnet18 (the method's: resnet50); upscale 1.0 (the method's: 2.0)"
+    )
+    assert rows.loc["Mask R-CNN", "post-processing"].startswith("masks pasted")
+    assert rows.loc["HoVer-Net", "post-processing"].startswith("HoVer-Net watershed")
+    assert (rows["train GMACs/patch"] > 0).all() and (rows["train minutes"] >= 0).all()
+    assert (
+        rows.loc["HoVer-Net", "train GMACs/patch"]
+        > rows.loc[METHODS["proposed"]["label"], "train GMACs/patch"]
+    )
+    assert any(column.startswith("PQ ") for column in table)
+    written = pd.read_csv(tmp_path / "table1.csv")
+    assert written["mPQ+"].tolist() == pytest.approx(table["mPQ+"].tolist())
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run of the same config was trained again")
+
+    monkeypatch.setattr("nucstudy.study.evaluate.train_and_evaluate", no_training)
+    again = run_table1(base, tmp_path, SMALL, n_boot=50, progress=False)
+    assert again["mPQ+"].tolist() == pytest.approx(table["mPQ+"].tolist())
+
+
+def test_a_method_over_budget_is_not_trained_and_its_row_says_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(table1, "estimate_minutes", lambda config: 95.0)
+    base = table1_base("synthetic", "smoke", device="cpu")
+    table = run_table1(base, tmp_path, methods=("hovernet",), budget_minutes=5, progress=False)
+    status = table.set_index("method")["status"]
+    assert status["HoVer-Net"].startswith("not trained here: about 95 min measured")
+    assert status["Mask R-CNN"] == "pending: not trained yet"
+    assert not (tmp_path / "hovernet-seed0").exists()
+    assert json.loads((tmp_path / "table1_skipped.json").read_text())["hovernet"]
+
+
+def test_estimate_minutes_measures_real_steps():
+    config = table1_base("synthetic", "smoke", device="cpu", out_root="unused")
+    minutes = table1.estimate_minutes(config)
+    assert 0 < minutes < 5
+
+
+def test_table1_command_fills_the_table_from_runs(tmp_path, capsys):
+    out = tmp_path / "registry"
+    args = ["table1", "--data", "synthetic", "--preset", "smoke", "--out", str(out)]
+    args += ["--set", "device=cpu", "--methods", "proposed", "--n-boot", "20"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "done" in printed and "pending: not trained yet" in printed
+    rows = table1_rows(out, n_boot=20)
+    assert rows.set_index("method").loc[METHODS["proposed"]["label"], "status"] == "done"
+    assert main([*args[:-4], "--method-set", "unet:epochs=1"]) == 2
+    assert "METHOD:KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_run_older_than_the_count_gets_its_multiply_adds_counted_afterwards(
+    train_smoke, tmp_path
+):
+    config = train_smoke()
+    folder = config.run_dir
+    from nucstudy.study.evaluate import evaluate
+
+    evaluate(folder, config.open_data("test"), device="cpu")
+    root = tmp_path / "registry"
+    root.mkdir()
+    (root / "full-seed0").symlink_to(folder.resolve(), target_is_directory=True)
+    env_path = folder / "env.json"
+    env = json.loads(env_path.read_text())
+    counted = env.pop("train_multiply_adds_per_patch")
+    assert counted > 0
+    env["crop_px"] = 64  # the smoke patches' side
+    env_path.write_text(json.dumps(env))
+    row = table1_rows(root, n_boot=20).set_index("run").loc["full-seed0"]
+    assert row["GMACs counted"] == "afterwards, on 64 px synthetic patches"
+    assert row["train GMACs/patch"] * 1e9 == pytest.approx(counted, rel=1e-6)
+    env.pop("crop_px")
+    env_path.write_text(json.dumps(env))
+    row = table1_rows(root, n_boot=20).set_index("run").loc["full-seed0"]
+    assert row["GMACs counted"] == "not recorded"
+
+
+def test_budget_config_buys_steps_and_keeps_the_schedule_shape():
+    base = table1_base("synthetic", "paper")
+    config, steps = table1.budget_config(base, minutes=120, step_seconds=2.4)
+    assert steps == 3000 and config.steps == 3000
+    assert config.lr_milestone_fractions == [0.5, 0.7]
+    assert config.lr_schedule_of(steps_per_epoch=10).milestones == (1500, 2100)
+    with pytest.raises(ValueError, match="positive"):
+        table1.budget_config(base, 0, 1.0)
+
+
+def test_equal_compute_gives_each_method_the_steps_its_step_time_buys(tmp_path, monkeypatch):
+    seconds = {"seresunet": 0.5, "hovernet": 2.0}
+    monkeypatch.setattr(
+        table1, "measure_step_seconds", lambda trainer, steps: seconds[trainer.config.model]
+    )
+    base = table1_base("synthetic", "smoke", device="cpu")
+    methods = ("proposed", "hovernet")
+    table = run_table1(
+        base, tmp_path, methods=methods, compute_minutes=0.1, n_boot=20, progress=False
+    )
+    rows = table.set_index("method")
+    proposed, hovernet = rows.loc[METHODS["proposed"]["label"]], rows.loc["HoVer-Net"]
+    assert (proposed["steps"], hovernet["steps"]) == (12, 3)  # 6 s at 0.5 and 2 s a step
+    assert proposed["images seen"] == 12 * base.batch_size
+    assert proposed["budget min"] == hovernet["budget min"] == 0.1
+    assert hovernet["step s"] == 2.0
+    assert proposed["still improving"] in ("yes", "no")
+    budgets = json.loads((tmp_path / "budget.json").read_text())
+    assert set(budgets) == {"proposed-seed0", "hovernet-seed0"}
+
+    def no_measure(trainer, steps):
+        raise AssertionError("the step time was measured again")
+
+    monkeypatch.setattr(table1, "measure_step_seconds", no_measure)
+    monkeypatch.setattr(
+        "nucstudy.study.evaluate.train_and_evaluate",
+        lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")),
+    )
+    again = run_table1(
+        base, tmp_path, methods=methods, compute_minutes=0.1, n_boot=20, progress=False
+    )
+    assert again["mPQ+"].tolist() == pytest.approx(table["mPQ+"].tolist(), nan_ok=True)
+
+
+def test_training_record_says_whether_validation_was_still_rising(tmp_path):
+    history = pd.DataFrame({"epoch": [1, 2, 3], "step": [5, 10, 15], "images_seen": [20, 40, 60]})
+    for scores, expected in (([0.1, 0.2, 0.3], "yes"), ([0.1, 0.3, 0.2], "no")):
+        history.assign(**{"val_mpq+": scores}).to_csv(tmp_path / "history.csv", index=False)
+        record = table1.training_record(tmp_path, {"minutes": 120, "step_seconds": 0.6})
+        assert record["still improving"] == expected
+        assert (record["steps"], record["images seen"], record["budget min"]) == (15, 60, 120)
+    history.to_csv(tmp_path / "history.csv", index=False)
+    assert table1.training_record(tmp_path, None)["still improving"] == "not validated"
