@@ -5,7 +5,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from nucstudy import study
+from nucstudy.study import main_job as study
 
 
 @pytest.mark.slow
