@@ -53,7 +53,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 #: Pages (paths under the built ``html`` folder) that failed when this test was written
-#: (issue 24; they are being fixed). Remove a page once it passes: the test then demands it.
+#: (they are being fixed). Remove a page once it passes: the test then demands it.
 KNOWN_FAILING: set[str] = {
     "notebooks/01_data.html",
     "notebooks/03_model.html",
@@ -402,7 +402,7 @@ def _param(page: str) -> Any:
     marks = []
     if page in KNOWN_FAILING:
         marks.append(
-            pytest.mark.xfail(strict=True, reason="known to fail (issue 24): being fixed")
+            pytest.mark.xfail(strict=True, reason="a page known to fail these checks, being fixed")
         )
     return pytest.param(page, marks=marks, id=page)
 
