@@ -36,20 +36,26 @@ def test_data_step_writes_summary_and_figure(tmp_path):
     assert (tmp_path / "data" / "synthetic" / "images.npy").is_file()
 
 
-def test_a_failing_notebook_leaves_its_partial_copy_and_no_output(tmp_path, monkeypatch):
+def _template(tmp_path, monkeypatch, name: str, *code: str) -> None:
+    """A notebook template ``name`` with a parameters cell ``x = 1`` and then ``code``, in a
+    notebooks folder the main job reads from."""
     notebooks = tmp_path / "notebooks"
-    notebooks.mkdir()
+    notebooks.mkdir(exist_ok=True)
     book = nbformat.v4.new_notebook(
         cells=[
             nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
-            nbformat.v4.new_code_cell("raise RuntimeError('boom')"),
+            *(nbformat.v4.new_code_cell(source) for source in code),
         ],
         metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
         },
     )
-    nbformat.write(book, notebooks / "broken.ipynb")
+    nbformat.write(book, notebooks / f"{name}.ipynb")
     monkeypatch.setattr(study, "NOTEBOOKS", notebooks)
+
+
+def test_a_failing_notebook_leaves_its_partial_copy_and_no_output(tmp_path, monkeypatch):
+    _template(tmp_path, monkeypatch, "broken", "raise RuntimeError('boom')")
     output = tmp_path / "out" / "broken.ipynb"
     with pytest.raises(Exception, match="boom"):
         study.run_notebook("broken", output, {"x": 2})
@@ -59,18 +65,26 @@ def test_a_failing_notebook_leaves_its_partial_copy_and_no_output(tmp_path, monk
 
 
 def test_executed_notebooks_are_frozen_for_the_book(tmp_path, monkeypatch):
-    notebooks = tmp_path / "notebooks"
-    notebooks.mkdir()
-    book = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})],
-        metadata={
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
-        },
-    )
-    nbformat.write(book, notebooks / "ok.ipynb")
-    monkeypatch.setattr(study, "NOTEBOOKS", notebooks)
+    _template(tmp_path, monkeypatch, "ok")
     out = study.run_notebook("ok", tmp_path / "out" / "ok.ipynb", {"x": 2})
     assert nbformat.read(out, as_version=4).metadata["mystnb"] == {"execution_mode": "off"}
+
+
+@pytest.mark.slow
+def test_run_notebook_starts_its_kernel_without_the_tcp_encryption_warning(
+    tmp_path, monkeypatch, capfd
+):
+    """ipykernel warns "Kernel is running over TCP without encryption" on the stderr it
+    inherits from this process unless its sockets are encrypted; ``run_notebook`` asks for
+    CurveZMQ keys, so the warning (and every other kernel warning) stays away."""
+    _template(tmp_path, monkeypatch, "tiny", "print(x + 1)")
+    out = study.run_notebook("tiny", tmp_path / "out" / "tiny.ipynb", {"x": 2})
+    captured = capfd.readouterr()
+    executed = nbformat.read(out, as_version=4)
+    assert executed.cells[-1].outputs[0]["text"] == "3\n"  # it did run, with the parameter
+    noise = captured.err + captured.out
+    assert "without encryption" not in noise
+    assert "WARNING" not in noise, noise
 
 
 def test_a_conic_study_reaches_its_pages_and_table1(tmp_path, monkeypatch):
