@@ -113,6 +113,19 @@ def result_files(
     )
 
 
+def check_scheme(
+    trained: TrainedModel, data: ConicData, where: str | os.PathLike, instead: str
+) -> None:
+    """Raise a one-line ValueError naming ``where`` unless the model predicts as many classes
+    as ``data``'s scheme has; ``instead`` says what to do then."""
+    if trained.scheme.n_classes != data.scheme.n_classes:
+        raise ValueError(
+            f"{where}: the model predicts {trained.scheme.n_classes} classes (scheme "
+            f"{trained.scheme.name!r}), the data's scheme {data.scheme.name!r} has "
+            f"{data.scheme.n_classes}; {instead}"
+        )
+
+
 def evaluate(
     run_dir: str | os.PathLike,
     data: ConicData,
@@ -163,13 +176,13 @@ def evaluate(
     trained = load_run_model(run_dir, which)
     config = ExperimentConfig.of_model(trained)
     check_held_out(run_dir, data)
-    if trained.scheme.n_classes != data.scheme.n_classes:
-        raise ValueError(
-            f"{run_dir}: the model predicts {trained.scheme.n_classes} classes (scheme "
-            f"{trained.scheme.name!r}), the data's scheme {data.scheme.name!r} has "
-            f"{data.scheme.n_classes}; evaluate it on data of its own scheme, or train a model "
-            "on this data (nucstudy train --data ...) and evaluate that one"
-        )
+    check_scheme(
+        trained,
+        data,
+        run_dir,
+        "evaluate it on data of its own scheme, or train a model on this data "
+        "(nucstudy train --data ...) and evaluate that one",
+    )
     device_t = resolve_device(device)
     model = trained.network.to(device_t)
     route = route or config.postprocess

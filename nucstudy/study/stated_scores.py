@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nucstudy.common.io import atomic_write_text
 from nucstudy.data.conic import ConicData
 from nucstudy.data.sources import open_source
+
+if TYPE_CHECKING:
+    from nucstudy.engine.model_file import TrainedModel
 
 #: Every 7th patch: 32 of CoNSeP's 224 test patches, seconds on a CPU.
 SUBSET_STRIDE = 7
@@ -47,18 +50,23 @@ def score_model_file(model_path: str | os.PathLike, data: ConicData) -> dict[str
     Returns:
         ``{"pq", "mpq+", "r2", "aji"}`` as floats.
     """
-    from nucstudy.engine.inference import predict_labels
     from nucstudy.engine.model_file import load_model
-    from nucstudy.metrics import conic_metrics
 
-    trained = load_model(model_path)
-    if trained.scheme.n_classes != data.scheme.n_classes:
-        raise ValueError(
-            f"{model_path}: the model predicts {trained.scheme.n_classes} classes (scheme "
-            f"{trained.scheme.name!r}), the data's scheme {data.scheme.name!r} has "
-            f"{data.scheme.n_classes}; score it on data of its own scheme, or state the scores "
-            "of a model trained on this data"
-        )
+    return _scores(load_model(model_path), data, model_path)
+
+
+def _scores(trained: TrainedModel, data: ConicData, where: str | os.PathLike) -> dict[str, float]:
+    """:func:`score_model_file` of a model already loaded from the file ``where``."""
+    from nucstudy.engine.inference import predict_labels
+    from nucstudy.metrics import conic_metrics
+    from nucstudy.study.evaluate import check_scheme
+
+    check_scheme(
+        trained,
+        data,
+        where,
+        "score it on data of its own scheme, or state the scores of a model trained on this data",
+    )
     pred = predict_labels(
         trained.network,
         np.asarray(data.images),
@@ -78,7 +86,8 @@ def write_stated_scores(
     ``.scores.json`` (data spec, split, stride, patches, scores), atomically."""
     from nucstudy.engine.model_file import load_model
 
-    resample = load_model(model_path).mpp != open_source(data_spec, "test").mpp
+    trained = load_model(model_path)
+    resample = trained.mpp != open_source(data_spec, "test").mpp
     data = scoring_subset(open_source(data_spec, "test", resample=resample), stride)
     record: dict[str, Any] = {
         "data": data_spec,
@@ -86,7 +95,7 @@ def write_stated_scores(
         "resample": resample,
         "stride": stride,
         "patches": len(data),
-        "scores": score_model_file(model_path, data),
+        "scores": _scores(trained, data, model_path),
     }
     path = stated_scores_path(model_path)
     return atomic_write_text(path, json.dumps(record, indent=2) + "\n")
