@@ -22,7 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from nucstudy.study.experiment import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, ExperimentConfig
+from nucstudy.engine.run_folder import CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE
+from nucstudy.study.experiment import ExperimentConfig
 from nucstudy.study.presets import preset
 
 #: HoVer-Net's HV terms as term weights of the paper's loss: HV MSE twice, plus MSGE.
@@ -105,17 +106,9 @@ def run_state(config: ExperimentConfig) -> str:
     if not (folder / "checkpoints" / "last.pt").is_file():
         return "new"
     history = pd.read_csv(folder / HISTORY_FILE)
-    done = "step" in history.columns and int(history["step"].iloc[-1]) >= _planned_steps(config)
+    planned = json.loads((folder / ENV_FILE).read_text())["total_steps"]  # the Trainer's record
+    done = "step" in history.columns and int(history["step"].iloc[-1]) >= planned
     return "trained" if done else "partial"
-
-
-def _planned_steps(config: ExperimentConfig) -> int:
-    """The steps a run of ``config`` ends at (epochs-long runs need their data's size)."""
-    if config.steps is not None:
-        return config.steps
-    if config.images is not None:
-        return config.images // config.batch_size
-    raise ValueError(f"{config.name}: the recipe's runs are given in steps")
 
 
 def run_recipe(
