@@ -86,3 +86,15 @@ def write_env(run_dir: str | os.PathLike, **extra: Any) -> Path:
 def now() -> str:
     """The local time as an ISO 8601 string with seconds."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def earlier_segments(env_path: Path) -> list[dict[str, Any]]:
+    """The segments a run folder's env.json records, for a run about to resume: its
+    ``segments``, or for an env.json older than them one segment from its top level."""
+    if not env_path.is_file():
+        return []
+    env = json.loads(env_path.read_text())
+    if "segments" in env:
+        return list(env["segments"])
+    keys = ("started", "finished", "git_commit", "threads")
+    return [{key: env.get(key) for key in keys}]

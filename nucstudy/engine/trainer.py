@@ -68,6 +68,7 @@ from nucstudy.engine.run_folder import (
     ENV_FILE,
     HISTORY_FILE,
     TRAINED_ON_FILE,
+    earlier_segments,
     git_commit,
     now,
     write_env,
@@ -485,15 +486,3 @@ class Trainer:
             state["train_model"] = self.model.state_dict()
             state["ema_updates"] = int(self.average.n_averaged)
         return state
-
-
-def earlier_segments(env_path: Path) -> list[dict[str, Any]]:
-    """The segments a run folder's env.json records, for a run about to resume: its
-    ``segments``, or for an env.json older than them one segment from its top level."""
-    if not env_path.is_file():
-        return []
-    env = json.loads(env_path.read_text())
-    if "segments" in env:
-        return list(env["segments"])
-    keys = ("started", "finished", "git_commit", "threads")
-    return [{key: env.get(key) for key in keys}]
