@@ -145,6 +145,13 @@ COMMITTED = "committed recipe"
 TUNED = "tuned thresholds"
 
 
+#: The columns of :func:`recipe_table`.
+TABLE_COLUMNS = [
+    "arm", "seed", "steps", "images seen", "PQ", "mPQ+", "R²", "AJI", "PQ other",
+    "val PQ", "val mPQ+",
+]  # fmt: skip
+
+
 def recipe_table(
     out_root: str | os.PathLike, committed_root: str | os.PathLike | None = None
 ) -> pd.DataFrame:
@@ -159,7 +166,10 @@ def recipe_table(
 
     Returns:
         Columns ``arm``, ``seed``, ``steps``, ``images seen``, ``PQ``, ``mPQ+``, ``R²``,
-        ``AJI`` and ``PQ other`` (scores unitless, on CoNSeP's test split).
+        ``AJI`` and ``PQ other`` (scores unitless, on CoNSeP's test split), and ``val PQ``
+        and ``val mPQ+``: the kept checkpoint's scores on the run's validation tiles, the
+        only scores an ingredient is chosen on (None for a run without validation tiles,
+        and for the tuned thresholds, chosen on those tiles).
     """
     rows = []
     names = {run_name(arm, 0).removesuffix("-seed0"): arm for arm in INGREDIENTS}
@@ -173,17 +183,17 @@ def recipe_table(
     if committed_root is not None:
         for metrics_path in sorted(Path(committed_root).glob(f"full-seed*/{METRICS_FILE}")):
             rows.append(_score_row(COMMITTED, metrics_path))
-    columns = ["arm", "seed", "steps", "images seen", "PQ", "mPQ+", "R²", "AJI", "PQ other"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
 def _score_row(arm: str, metrics_path: Path) -> dict[str, Any]:
     """The row of :func:`recipe_table` of one scored run."""
     config = ExperimentConfig.load(metrics_path.parent / CONFIG_FILE)
     metrics = json.loads(metrics_path.read_text())
+    history = pd.read_csv(metrics_path.parent / HISTORY_FILE)
+    kept = history[history["epoch"] == int(metrics["epoch"])]
     steps = metrics.get("step")
     if steps is None:  # scored before steps were counted: the patches its epochs saw
-        history = pd.read_csv(metrics_path.parent / HISTORY_FILE)
         trained = history[history["epoch"] <= int(metrics["epoch"])]
         images = (trained["images_per_s"] * trained["seconds"]).round().sum()
         steps = int(images) // config.batch_size
@@ -198,7 +208,17 @@ def _score_row(arm: str, metrics_path: Path) -> dict[str, Any]:
         "R²": overall["r2"],
         "AJI": overall["aji"],
         "PQ other": metrics["per_class"].get("other", {}).get("pq"),
+        # tuned thresholds were chosen on the validation tiles: no unbiased score there
+        "val PQ": None if arm == TUNED else _kept_score(kept, "val_pq"),
+        "val mPQ+": None if arm == TUNED else _kept_score(kept, "val_mpq+"),
     }
+
+
+def _kept_score(kept: pd.DataFrame, column: str) -> float | None:
+    """A validation score of the kept checkpoint's epoch (its ``history.csv`` row), if any."""
+    if column not in kept.columns or kept[column].isna().all():
+        return None
+    return float(kept[column].iloc[-1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,100 @@
+"""The recipe's arms: one change each against the reference, the state of their run
+folders, and the table of their scores (test scores to report, validation scores to choose)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nucstudy.study.recipe import (
+    INGREDIENTS,
+    TUNED,
+    recipe_config,
+    recipe_table,
+    run_name,
+    run_state,
+)
+
+
+def _changed_fields(arm: str, tmp_path: Path) -> set[str]:
+    reference = dataclasses.asdict(recipe_config("reference", 0, tmp_path))
+    config = dataclasses.asdict(recipe_config(arm, 0, tmp_path))
+    return {key for key in config if config[key] != reference[key] and key != "name"}
+
+
+@pytest.mark.parametrize("arm", [arm for arm in INGREDIENTS if arm != "reference"])
+def test_each_arm_changes_only_its_ingredient(arm, tmp_path):
+    assert _changed_fields(arm, tmp_path) == set(INGREDIENTS[arm][1])
+
+
+def test_run_names_are_folder_safe_and_unknown_arms_are_refused(tmp_path):
+    assert run_name("1,260 steps", 1) == "1260-steps-seed1"
+    assert run_name("dice present", 0) == "dice-present-seed0"
+    with pytest.raises(ValueError, match="unknown recipe arm 'warm restarts'"):
+        recipe_config("warm restarts", 0, tmp_path)
+
+
+def _fake_run(
+    config, epochs: int, kept_epoch: int | None, val: bool = True, total_steps: int = 100
+) -> Path:
+    """A run folder with a history of ``epochs`` epochs of 10 steps; scored at ``kept_epoch``."""
+    folder = config.run_dir
+    (folder / "checkpoints").mkdir(parents=True)
+    config.save(folder / "config.json")
+    (folder / "checkpoints" / "last.pt").write_bytes(b"")
+    (folder / "env.json").write_text(json.dumps({"total_steps": total_steps}))
+    history = pd.DataFrame({"epoch": range(1, epochs + 1), "step": range(10, 10 * epochs + 1, 10)})
+    if val:
+        history["val_pq"] = [0.1 * e for e in history["epoch"]]
+        history["val_mpq+"] = [0.01 * e for e in history["epoch"]]
+    history.to_csv(folder / "history.csv", index=False)
+    if kept_epoch is not None:
+        metrics = {
+            "overall": {"pq": 0.4 + config.seed / 100, "mpq+": 0.3, "r2": 0.6, "aji": 0.5},
+            "per_class": {"other": {"pq": 0.05}},
+            "epoch": kept_epoch,
+            "step": 10 * kept_epoch,
+        }
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_run_state_follows_the_folder(tmp_path):
+    config = recipe_config("reference", 0, tmp_path)
+    assert run_state(config) == "new"
+    folder = _fake_run(config, epochs=4, kept_epoch=None)
+    assert run_state(config) == "partial"  # 40 of 100 steps
+    _fake_run(recipe_config("ema", 0, tmp_path), epochs=10, kept_epoch=None)
+    assert run_state(recipe_config("ema", 0, tmp_path)) == "trained"
+    (folder / "metrics.json").write_text("{}")
+    assert run_state(config) == "scored"
+    other = config.replace(name=config.name, steps=123)
+    with pytest.raises(ValueError, match="holds a run of another config"):
+        run_state(other)
+
+
+def test_the_table_gives_test_scores_and_the_kept_checkpoints_validation_scores(tmp_path):
+    reference = _fake_run(recipe_config("reference", 0, tmp_path), epochs=6, kept_epoch=4)
+    _fake_run(recipe_config("reference", 1, tmp_path), epochs=6, kept_epoch=6)
+    _fake_run(recipe_config("all tiles", 0, tmp_path), epochs=6, kept_epoch=6, val=False)
+    _fake_run(recipe_config("ema", 0, tmp_path), epochs=3, kept_epoch=None)  # not scored
+    tuned = json.loads((reference / "metrics.json").read_text())
+    tuned["overall"]["pq"] = 0.45
+    (reference / "metrics-tuned.json").write_text(json.dumps(tuned))
+
+    table = recipe_table(tmp_path).set_index(["arm", "seed"])
+
+    assert sorted(table.index) == [("all tiles", 0), ("reference", 0), ("reference", 1),
+                                   (TUNED, 0)]  # fmt: skip
+    row = table.loc[("reference", 0)]
+    assert (row["steps"], row["images seen"]) == (40, 40 * 8)
+    assert (row["PQ"], row["PQ other"]) == (0.4, 0.05)
+    assert (row["val PQ"], row["val mPQ+"]) == pytest.approx((0.4, 0.04))  # epoch 4's
+    assert table.loc[("reference", 1), "val PQ"] == pytest.approx(0.6)
+    assert pd.isna(table.loc[("all tiles", 0), "val PQ"])
+    assert table.loc[(TUNED, 0), "PQ"] == 0.45
+    assert pd.isna(table.loc[(TUNED, 0), "val mPQ+"])  # chosen on those tiles
