@@ -89,7 +89,8 @@ MOVED_NAMES: dict[tuple[str, str], str] = (
     }
     | {
         ("nucstudy.train", "train_and_evaluate"): "nucstudy.study.evaluate",
-        ("nucstudy.experiment", "crop_side"): "nucstudy.engine.trainer",
+        ("nucstudy.train", "BESIDE_VARIABLE"): "nucstudy.engine.run_folder",
+        ("nucstudy.experiment", "crop_side"): "nucstudy.engine.training_data",
         ("nucstudy.experiment", "preset"): "nucstudy.study.presets",
         ("nucstudy.experiment", "PRESETS"): "nucstudy.study.presets",
         ("nucstudy.experiment", "collect"): "nucstudy.study.registry",

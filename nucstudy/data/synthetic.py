@@ -5,7 +5,7 @@ Each patch is painted as two stain densities, haematoxylin (purple, binds nuclei
 vectors that vary between source images. The tissue has fibrous eosin stroma with pale
 gaps, optional glands (a white lumen lined by epithelial cells whose elongated nuclei sit
 at the base of the cell), and stromal cells scattered or clustered. Every nucleus is drawn
-with its class's look:
+with its class's look (:mod:`nucstudy.data.synthetic_cells` draws one cell):
 
 - lymphocyte: small, round, dense and dark;
 - epithelial: large, oval, vesicular (pale centre, dark rim, a nucleolus), in glands or nests;
@@ -28,10 +28,19 @@ import pandas as pd
 
 from nucstudy.data.classes import CONIC, ClassScheme, get_scheme
 from nucstudy.data.conic import CONIC_MPP, ConicData, concat_data
-
-#: The generator's nucleus morphologies, named as CoNIC's classes, in drawing-table order.
-MORPHOLOGIES = ("neutrophil", "epithelial", "lymphocyte", "plasma", "eosinophil", "connective")
-NEUTROPHIL, EPITHELIAL, LYMPHOCYTE, PLASMA, EOSINOPHIL, CONNECTIVE = range(6)
+from nucstudy.data.synthetic_cells import (
+    CONNECTIVE,
+    EOSINOPHIL,
+    EPITHELIAL,
+    LYMPHOCYTE,
+    MORPHOLOGIES,
+    NEUTROPHIL,
+    NUCLEUS_SHAPES,
+    PLASMA,
+    draw_cytoplasm,
+    nucleus_density,
+    nucleus_mask,
+)
 
 #: How each morphology is named in the schemes the generator can label for.
 SCHEME_CLASS_OF_MORPHOLOGY: dict[str, dict[str, str]] = {
@@ -52,7 +61,6 @@ _EOSIN_OD = np.array([0.29, 0.87, 0.34], dtype=np.float32)
 # Relative abundance of stromal cells (lymphocyte, plasma, connective, neutrophil, eosinophil).
 _STROMAL_MIX = np.array([0.45, 0.11, 0.38, 0.03, 0.03])
 _STROMAL_KINDS = np.array([LYMPHOCYTE, PLASMA, CONNECTIVE, NEUTROPHIL, EOSINOPHIL])
-_SUBPIXEL = 4  # fixed-point bits for cv2 drawing
 _MIN_VISIBLE_PX = 8  # nuclei hidden down to fewer pixels are left unlabelled
 
 
@@ -287,7 +295,7 @@ class _PatchPainter:
     def _place(self, kind: int, x: float, y: float, angle: float, force: bool = False) -> None:
         """Draw a cell of ``kind`` centred at (x, y) unless it would sit on another nucleus."""
         rng = self.rng
-        shape = _NUCLEUS_SHAPES[kind]
+        shape = NUCLEUS_SHAPES[kind]
         a = rng.uniform(*shape["a"])
         b = min(a, rng.uniform(*shape["b"]))
         radius = (a + b) / 2
@@ -302,13 +310,13 @@ class _PatchPainter:
         self.n_centres += 1
         self.morphology.append(kind)
         label = len(self.morphology)
-        _draw_cytoplasm(self, kind, x, y, a, angle)
-        mask, (x0, y0) = _nucleus_mask(kind, x, y, a, b, angle, rng, self.size)
+        draw_cytoplasm(kind, x, y, a, angle, rng, self.haem, self.eosin)
+        mask, (x0, y0) = nucleus_mask(kind, x, y, a, b, angle, rng, self.size)
         if mask is None:
             return
         window = (slice(y0, y0 + mask.shape[0]), slice(x0, x0 + mask.shape[1]))
         self.inst[window][mask > 0] = label
-        self.haem[window] += _nucleus_density(kind, mask, rng)
+        self.haem[window] += nucleus_density(kind, mask, rng)
         self.eosin[window] += 0.25 * mask
 
     # -- output ----------------------------------------------------------------------------
@@ -333,142 +341,6 @@ class _PatchPainter:
         new_id[keep] = np.arange(1, keep.sum() + 1)
         inst = new_id[self.inst]
         return inst, morphology[self.inst] * (inst > 0)
-
-
-# Semi-axes of the nucleus in px at 0.5 um/px: a (long), b (short) ranges. Chosen so that
-# median nucleus areas come near those of the CoNSeP patches halved to 20x.
-_NUCLEUS_SHAPES: dict[int, dict[str, tuple[float, float]]] = {
-    LYMPHOCYTE: {"a": (3.2, 4.3), "b": (3.0, 4.0)},
-    EPITHELIAL: {"a": (5.6, 8.2), "b": (3.8, 5.0)},
-    PLASMA: {"a": (3.4, 4.5), "b": (3.0, 3.8)},
-    EOSINOPHIL: {"a": (4.4, 5.3), "b": (2.8, 3.4)},
-    NEUTROPHIL: {"a": (4.4, 5.4), "b": (3.2, 4.0)},
-    CONNECTIVE: {"a": (5.6, 9.2), "b": (1.6, 2.5)},
-}
-
-
-def _nucleus_mask(
-    kind: int,
-    x: float,
-    y: float,
-    a: float,
-    b: float,
-    angle: float,
-    rng: np.random.Generator,
-    size: int,
-) -> tuple[np.ndarray | None, tuple[int, int]]:
-    """A uint8 mask of one nucleus in a window clipped to the patch, and the window's corner."""
-    half = int(np.ceil(a)) + 3
-    x0, y0 = max(int(x) - half, 0), max(int(y) - half, 0)
-    x1, y1 = min(int(x) + half + 1, size), min(int(y) + half + 1, size)
-    if x1 <= x0 or y1 <= y0:
-        return None, (0, 0)
-    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    lx, ly = x - x0, y - y0
-    if kind in (EOSINOPHIL, NEUTROPHIL):
-        lobes = list(
-            _lobes(2 if kind == EOSINOPHIL else int(rng.integers(3, 5)), lx, ly, a, b, angle, rng)
-        )
-        # A thin strand of chromatin joins the lobes: one nucleus is one connected region.
-        strand = np.round(np.array([(x_k, y_k) for x_k, y_k, _ in lobes]) * (1 << _SUBPIXEL))
-        cv2.polylines(mask, [strand.astype(np.int32)], False, 1, thickness=2, shift=_SUBPIXEL)
-        for lx_k, ly_k, r_k in lobes:
-            _fill_polygon(
-                mask,
-                _outline(
-                    lx_k,
-                    ly_k,
-                    r_k,
-                    r_k * rng.uniform(0.8, 1.0),
-                    rng.uniform(0, np.pi),
-                    rng,
-                    wobble=0.05,
-                ),
-            )
-    else:
-        wobble = 0.03 if kind == LYMPHOCYTE else 0.05
-        _fill_polygon(mask, _outline(lx, ly, a, b, angle, rng, wobble))
-    return mask, (x0, y0)
-
-
-def _lobes(count: int, x: float, y: float, a: float, b: float, angle: float, rng):
-    """Centres and radii of ``count`` lobes along a bent line of half-length ~a."""
-    radius = b * (0.72 if count == 2 else 0.6)
-    positions = np.linspace(-1, 1, count) * (a - radius)
-    bend = rng.normal(0, 0.35 * radius, count)
-    c, s = np.cos(angle), np.sin(angle)
-    for p, d in zip(positions, bend, strict=True):
-        yield x + p * c - d * s, y + p * s + d * c, radius * rng.uniform(0.9, 1.1)
-
-
-def _outline(
-    x: float, y: float, a: float, b: float, angle: float, rng: np.random.Generator, wobble: float
-) -> np.ndarray:
-    """Points of an ellipse with semi-axes a, b rotated by ``angle``, its radius perturbed."""
-    theta = np.linspace(0, 2 * np.pi, 28, endpoint=False)
-    k = np.arange(2, 5)[:, None]
-    perturb = 1 + (
-        rng.normal(0, wobble, (3, 1)) * np.cos(k * theta + rng.uniform(0, 6.3, (3, 1)))
-    ).sum(0)
-    ex, ey = a * np.cos(theta) * perturb, b * np.sin(theta) * perturb
-    c, s = np.cos(angle), np.sin(angle)
-    return np.stack([x + ex * c - ey * s, y + ex * s + ey * c], axis=1)
-
-
-def _fill_polygon(mask: np.ndarray, points: np.ndarray) -> None:
-    scaled = np.round(points * (1 << _SUBPIXEL)).astype(np.int32)
-    cv2.fillPoly(mask, [scaled], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL)
-
-
-def _nucleus_density(kind: int, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Haematoxylin density inside one nucleus's window (0 outside the mask)."""
-    depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
-    grain = rng.standard_normal(mask.shape, dtype=np.float32)
-    grain = cv2.GaussianBlur(grain, (0, 0), 0.8)
-    if kind == EPITHELIAL:  # vesicular: dark rim, pale centre, coarse chromatin, a nucleolus
-        density = 0.4 + 0.8 * np.exp(-(depth - 1.0) / 1.2) + 0.3 * grain
-        if rng.random() < 0.6:
-            cy, cx = np.unravel_index(np.argmax(depth), depth.shape)
-            cv2.circle(density, (int(cx + rng.integers(-1, 2)), int(cy)), 1, 1.6, -1)
-        density *= rng.uniform(0.85, 1.15)
-    elif kind == PLASMA:  # clock-face chromatin: clumps at the rim
-        density = (1.0 + 0.5 * np.exp(-(depth - 1.0) / 1.0) + 0.45 * grain) * rng.uniform(0.9, 1.1)
-    elif kind == CONNECTIVE:
-        density = (1.3 + 0.15 * grain) * rng.uniform(0.8, 1.15)
-    else:  # lymphocytes, and lobes of granulocytes: dense and dark
-        density = (1.6 + 0.12 * grain) * rng.uniform(0.9, 1.1)
-    return np.clip(density, 0.2, None) * mask
-
-
-def _draw_cytoplasm(
-    painter: _PatchPainter, kind: int, x: float, y: float, a: float, angle: float
-) -> None:
-    """Paint the cell body around a nucleus into the stain maps (not the labels)."""
-    rng = painter.rng
-    centre = (int(round(x)), int(round(y)))
-    if kind == EOSINOPHIL:
-        body = np.zeros_like(painter.occupied)
-        radius = int(a + rng.uniform(2.5, 4.0))
-        cv2.circle(body, centre, radius, 1, -1)
-        granules = np.clip(rng.normal(1.0, 0.35, body.shape).astype(np.float32), 0.4, None)
-        inside = body.astype(bool)
-        painter.eosin[inside] = 1.25 * granules[inside]
-        painter.haem[inside] = 0.05
-    elif kind == NEUTROPHIL:
-        cv2.circle(painter.eosin, centre, int(a + rng.uniform(2.0, 3.5)), 0.35, -1)
-        cv2.circle(painter.haem, centre, int(a + rng.uniform(2.0, 3.5)), 0.06, -1)
-    elif kind == PLASMA:
-        shift = rng.uniform(2.5, 4.0)
-        body = (int(round(x - shift * np.cos(angle))), int(round(y - shift * np.sin(angle))))
-        axes = (int(a + shift + 2.5), int(a + 2.0))
-        cv2.ellipse(painter.eosin, body, axes, np.rad2deg(angle), 0, 360, 0.45, -1)
-        cv2.ellipse(painter.haem, body, axes, np.rad2deg(angle), 0, 360, 0.32, -1)
-        hof = (
-            int(round(x - (a + 1.5) * np.cos(angle))),
-            int(round(y - (a + 1.5) * np.sin(angle))),
-        )
-        cv2.circle(painter.haem, hof, 2, 0.06, -1)
-        cv2.circle(painter.eosin, hof, 2, 0.18, -1)
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:

@@ -4,7 +4,9 @@
   nuclei); the Trainer, inference and evaluation talk to it, never to a model's name;
 - :mod:`~nucstudy.engine.losses`: the paper's loss and HoVer-Net's, term by term;
 - :mod:`~nucstudy.engine.trainer`: the :class:`~nucstudy.engine.trainer.Trainer` (fast path,
-  checkpoints, resume, DDP), :mod:`~nucstudy.engine.schedule` (learning rate by step, EMA),
+  checkpoints, resume, DDP), :mod:`~nucstudy.engine.training_data` (split, crops,
+  augmentation, batches), :mod:`~nucstudy.engine.distributed` (several processes under
+  torchrun), :mod:`~nucstudy.engine.schedule` (learning rate by step, EMA),
   :mod:`~nucstudy.engine.run_folder` (the files a run folder holds);
 - :mod:`~nucstudy.engine.model_file`: the model file and the small spec it carries
   (:class:`~nucstudy.engine.model_file.ModelSpec`), loaded safely

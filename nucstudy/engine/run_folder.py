@@ -37,6 +37,9 @@ CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE, PER_IMAGE_FILE, TRAINED_ON_FI
     "trained_on.json",
 )
 
+#: The environment variable that says what ran beside a run (recorded in env.json).
+BESIDE_VARIABLE = "NUCSTUDY_BESIDE"
+
 
 def environment_info() -> dict[str, Any]:
     """Package versions, Python, platform, device name and git commit of this process."""
@@ -86,6 +89,26 @@ def write_env(run_dir: str | os.PathLike, **extra: Any) -> Path:
 def now() -> str:
     """The local time as an ISO 8601 string with seconds."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def new_segment(step: int) -> dict[str, Any]:
+    """The env.json record of a segment of training (one ``Trainer.fit``) that starts now at
+    optimiser step ``step``: when it started, its last checkpoint and end (None until then),
+    the steps it runs from and to, torch's threads, the git commit, and what else ran on the
+    machine (the environment variable :data:`BESIDE_VARIABLE`)."""
+    import torch
+
+    return {
+        "started": now(),
+        "last_checkpoint": None,
+        "finished": None,
+        "from_step": step,
+        "to_step": step,
+        "threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+        # what else ran on the machine, as the person starting the run says
+        "beside": os.environ.get(BESIDE_VARIABLE),
+    }
 
 
 def earlier_segments(env_path: Path) -> list[dict[str, Any]]:

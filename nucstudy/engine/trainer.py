@@ -2,10 +2,10 @@
 
 One code path serves a laptop CPU, one GPU and several GPUs: under ``torchrun
 --nproc_per_node=N`` each process trains a DistributedDataParallel replica on its share of
-every epoch and rank 0 validates and writes the run folder. Where the device supports it
-(CUDA, or a CPU with native bf16), the forward pass runs under bf16 autocast with
-channels_last tensors (``mixed_precision``; chosen at run time by
-:func:`nucstudy.engine.device.choose_fast_path` and recorded in ``env.json``).
+every epoch (:mod:`nucstudy.engine.distributed`) and rank 0 validates and writes the run
+folder. Where the device supports it (CUDA, or a CPU with native bf16), the forward pass
+runs under bf16 autocast with channels_last tensors (``mixed_precision``; chosen at run
+time by :func:`nucstudy.engine.device.choose_fast_path` and recorded in ``env.json``).
 
 Logs: one line per epoch (and the validation scores of the epochs that have them); a tqdm
 bar over the batches only when stderr is a terminal, so ``nucstudy train > log`` stays
@@ -19,11 +19,11 @@ exponential moving average of the weights is validated, saved as the checkpoint'
 ``"model"`` and so evaluated (the raw weights are kept as ``"train_model"`` for resuming).
 
 Reproducibility: weights, shuffling (reseeded every epoch), the split and every item's
-augmentation follow from the config's seed, so a resumed run reaches the same weights as an
-uninterrupted one on the CPU. Checkpoints (``checkpoints/last.pt`` every epoch,
-``checkpoints/best.pt`` at the best validation mPQ+, or the last where nothing validates)
-are written atomically and hold model, optimiser, epoch, optimiser step, RNG states and the
-config.
+augmentation (:mod:`nucstudy.engine.training_data`) follow from the config's seed, so a
+resumed run reaches the same weights as an uninterrupted one on the CPU. Checkpoints
+(``checkpoints/last.pt`` every epoch, ``checkpoints/best.pt`` at the best validation mPQ+,
+or the last where nothing validates) are written atomically and hold model, optimiser,
+epoch, optimiser step, RNG states and the config.
 """
 
 from __future__ import annotations
@@ -44,23 +44,14 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from nucstudy.common.io import atomic_write_text
-from nucstudy.data import (
-    ConicData,
-    NucleiDataset,
-    build_augmentation,
-    make_loader,
-    mix_synthetic,
-    rare_class_weights,
-    split_by_source,
-)
+from nucstudy.data import ConicData, NucleiDataset
 from nucstudy.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from nucstudy.engine.device import FastPath, choose_fast_path, loader_workers, resolve_device
+from nucstudy.engine.device import FastPath, choose_fast_path, loader_workers
+from nucstudy.engine.distributed import process_device, replicate, share_buffers
 from nucstudy.engine.inference import predict_labels
 from nucstudy.engine.methods import build_method
 from nucstudy.engine.run_folder import (
@@ -69,43 +60,26 @@ from nucstudy.engine.run_folder import (
     HISTORY_FILE,
     TRAINED_ON_FILE,
     earlier_segments,
-    git_commit,
+    new_segment,
     now,
     write_env,
 )
 from nucstudy.engine.schedule import set_lr, weight_average
+from nucstudy.engine.training_data import (
+    crop_side,
+    training_augmentation,
+    training_loader,
+    training_split,
+)
 from nucstudy.metrics import conic_metrics
-from nucstudy.models import SIZE_MULTIPLE, build_model
+from nucstudy.models import build_model
 
 if TYPE_CHECKING:  # the study's config reaches the Trainer as an object
     from nucstudy.study.experiment import ExperimentConfig
 
-#: The environment variable that says what ran beside a run (recorded in env.json).
-BESIDE_VARIABLE = "NUCSTUDY_BESIDE"
-
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a NaN or infinite loss, a run folder that does not match)."""
-
-
-def crop_side(config: ExperimentConfig, patch_side: int) -> int | None:
-    """The side in pixels of the random training crop of ``config`` on patches of this side.
-
-    ``crop_size`` as given, or ``crop_fraction`` of the side rounded down to a multiple of
-    :data:`nucstudy.models.SIZE_MULTIPLE` (at least one multiple); None: no crop.
-
-    Raises:
-        ValueError: the crop is larger than the patch.
-    """
-    if config.crop_fraction is not None:
-        side = int(config.crop_fraction * patch_side) // SIZE_MULTIPLE * SIZE_MULTIPLE
-        return max(side, SIZE_MULTIPLE)
-    if config.crop_size is not None and config.crop_size > patch_side:
-        raise ValueError(
-            f"crop_size {config.crop_size} is larger than the {patch_side} px patches; "
-            "use a smaller crop_size or crop_fraction"
-        )
-    return config.crop_size
 
 
 def seed_everything(seed: int) -> None:
@@ -140,7 +114,7 @@ class Trainer:
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.distributed = self.world_size > 1
         self.rank = int(os.environ.get("RANK", "0"))
-        self.device = self._setup_device()
+        self.device = process_device(config.device, self.distributed)
         self.fast_path: FastPath = choose_fast_path(self.device, config.mixed_precision)
         self.workers = loader_workers(config.workers, self.device)
         self.is_main = self.rank == 0
@@ -150,29 +124,9 @@ class Trainer:
 
         self.data = data if data is not None else config.open_data("train")
         self.scheme = self.data.scheme
-        if config.val_fraction > 0:
-            self.train_idx, self.val_idx = split_by_source(
-                self.data, config.val_fraction, config.seed
-            )
-        else:  # every source image trains; nothing validates
-            self.train_idx, self.val_idx = np.arange(len(self.data)), np.arange(0)
-        if config.synthetic_mix:
-            self.data, self.train_idx = mix_synthetic(
-                self.data, self.train_idx, config.synthetic_mix, config.seed
-            )
+        self.data, self.train_idx, self.val_idx = training_split(config, self.data)
         self.crop = crop_side(config, min(self.data.images.shape[1:3]))
-        augment = (
-            build_augmentation(
-                self.crop,
-                scale=tuple(config.scale_range),
-                stain=config.stain_augment,
-                stain_strength=config.stain_strength,
-                extra=tuple(config.extra_augment),
-                keep_ratio=config.keep_ratio,
-            )
-            if config.augment
-            else None
-        )
+        augment = training_augmentation(config, self.crop)
         self.method = build_method(config, self.scheme)
         self.train_set = NucleiDataset(
             self.data, self.train_idx, augment, seed=config.seed, targets=self.method.targets
@@ -191,20 +145,20 @@ class Trainer:
         )
         self.network: nn.Module = self.model
         if self.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.network = DistributedDataParallel(
-                self.model,
-                device_ids=ids,
-                find_unused_parameters=self.method.may_skip_parameters,
-            )
+            self.network = replicate(self.model, self.device, self.method.may_skip_parameters)
         if config.compile:
             self.network = torch.compile(self.network)
-        self.sampler = (
-            DistributedSampler(self.train_set, shuffle=True, seed=config.seed, drop_last=True)
-            if self.distributed
-            else None
+        if config.sampling == "rare" and self.distributed:
+            raise TrainingError("sampling 'rare' is not available with several processes")
+        self.loader = training_loader(
+            config,
+            self.train_set,
+            self.scheme.n_classes,
+            self.method.collate,
+            self.world_size,
+            self.workers,
+            self.device,
         )
-        self.loader = self._make_loader()
         self.steps_per_epoch = len(self.loader)
         self.lr_at = config.lr_schedule_of(self.steps_per_epoch)
         self.total_steps = self.lr_at.total_steps
@@ -218,47 +172,6 @@ class Trainer:
             self._resume()
 
     # -- set-up ------------------------------------------------------------------------------
-
-    def _setup_device(self) -> torch.device:
-        if not self.distributed:
-            return resolve_device(self.config.device)
-        use_cuda = resolve_device(self.config.device).type == "cuda"
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        if use_cuda:
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            return torch.device("cuda", local)
-        return torch.device("cpu")
-
-    def _make_loader(self):
-        per_rank = max(1, self.config.batch_size // self.world_size)
-        if self.config.sampling == "rare" and self.distributed:
-            raise TrainingError("sampling 'rare' is not available with several processes")
-        if self.sampler is None:
-            weights = None
-            if self.config.sampling == "rare":
-                class_maps = self.data.labels[self.train_idx, ..., 1]
-                weights = rare_class_weights(class_maps, self.scheme.n_classes)
-            return make_loader(
-                self.train_set,
-                per_rank,
-                shuffle=True,
-                seed=self.config.seed,
-                num_workers=self.workers,
-                drop_last=len(self.train_set) > per_rank,
-                collate_fn=self.method.collate,
-                sample_weights=weights,
-            )
-        return torch.utils.data.DataLoader(
-            self.train_set,
-            batch_size=per_rank,
-            sampler=self.sampler,
-            num_workers=self.workers,
-            collate_fn=self.method.collate,
-            persistent_workers=self.workers > 0,
-            pin_memory=self.device.type == "cuda",
-        )
 
     def _resume(self) -> None:
         path = self.run_dir / "checkpoints" / "last.pt"
@@ -290,17 +203,7 @@ class Trainer:
 
     def fit(self) -> pd.DataFrame:
         """Train for the run's steps; returns the history (one row per epoch)."""
-        self.segment = {
-            "started": now(),
-            "last_checkpoint": None,
-            "finished": None,
-            "from_step": self.step,
-            "to_step": self.step,
-            "threads": torch.get_num_threads(),
-            "git_commit": git_commit(),
-            # what else ran on the machine, as the person starting the run says
-            "beside": os.environ.get(BESIDE_VARIABLE),
-        }
+        self.segment = new_segment(self.step)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.config.save(self.run_dir / CONFIG_FILE)
@@ -351,8 +254,8 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         self.network.train()
         self.train_set.set_epoch(epoch)
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
+        if self.distributed:
+            self.loader.sampler.set_epoch(epoch)
         else:
             self.loader.generator.manual_seed(self.config.seed * 100_003 + epoch)
         sums: dict[str, float] = defaultdict(float)
@@ -377,19 +280,14 @@ class Trainer:
             batches += 1
             images += len(batch["image"]) * self.world_size
             bar.set_postfix({k: f"{v / batches:.3f}" for k, v in sums.items()}, refresh=False)
-        self._sync_buffers()
+        if self.distributed:  # DDP keeps only the weights in step
+            share_buffers(self.model)
         seconds = time.perf_counter() - start
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
         row.update({f"train_{name}": value / max(batches, 1) for name, value in sums.items()})
         row.update({"seconds": seconds, "images_per_s": images / seconds if seconds else 0.0})
         row.update({"step": self.step, "images_seen": self.step * self.config.batch_size})
         return row
-
-    def _sync_buffers(self) -> None:
-        """Give every rank rank 0's batch-norm statistics (DDP keeps only weights in step)."""
-        if self.distributed:
-            for buffer in self.model.buffers():
-                dist.broadcast(buffer, src=0)
 
     def _step(self, batch: dict[str, Any], epoch: int) -> dict[str, float]:
         # the first step of an uncompiled run counts its multiply-adds (the training cost)

@@ -1,11 +1,12 @@
 """An experiment as data: :class:`ExperimentConfig`, everything that defines one training run.
 
 A config is saved beside its run (``config.json``, :mod:`nucstudy.engine.run_folder`), checked
-field by field when made (one sentence per problem), and produces what the engine needs from
-it: the run's length and learning rate by step (:meth:`ExperimentConfig.lr_schedule_of`), its
-data (:meth:`ExperimentConfig.open_data`) and the spec its model files carry
-(:meth:`ExperimentConfig.model_spec`). Presets are :mod:`nucstudy.study.presets`'; gathering
-run folders into a table is :mod:`nucstudy.study.registry`'s.
+field by field when made (one sentence per problem: :mod:`nucstudy.study.experiment_checks`),
+and produces what the engine needs from it: the run's length and learning rate by step
+(:meth:`ExperimentConfig.lr_schedule_of`), its data (:meth:`ExperimentConfig.open_data`) and
+the spec its model files carry (:meth:`ExperimentConfig.model_spec`). Presets are
+:mod:`nucstudy.study.presets`'; gathering run folders into a table is
+:mod:`nucstudy.study.registry`'s.
 """
 
 from __future__ import annotations
@@ -13,19 +14,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nucstudy.common.io import atomic_write_text
-from nucstudy.common.validation import type_problems
-from nucstudy.data.augment import EXTRA_AUGMENTS, SCALE_RANGE, STAIN_STRENGTHS
+from nucstudy.data.augment import SCALE_RANGE
 from nucstudy.data.conic import ConicData
-from nucstudy.data.sampling import SAMPLINGS
 from nucstudy.data.sources import open_source, parse_source
-from nucstudy.engine.losses import DENSE_LOSS_TERMS, DICE_CLASSES
-from nucstudy.engine.methods import LOSSES_OF_MODEL
 from nucstudy.engine.model_file import ModelSpec, TrainedModel
 from nucstudy.engine.run_folder import (  # noqa: F401 (names of this module before the engine)
     CONFIG_FILE,
@@ -39,10 +35,9 @@ from nucstudy.engine.run_folder import (  # noqa: F401 (names of this module bef
     now,
     write_env,
 )
-from nucstudy.engine.schedule import LR_SCHEDULES, LRSchedule, milestone_steps
-from nucstudy.engine.trainer import crop_side  # noqa: F401 (a name of this module too)
-from nucstudy.models import model_option_problems
-from nucstudy.postprocess import ROUTES
+from nucstudy.engine.schedule import LRSchedule, milestone_steps
+from nucstudy.engine.training_data import crop_side  # noqa: F401 (a name of this module too)
+from nucstudy.study.experiment_checks import config_problems
 
 
 @dataclass
@@ -189,119 +184,9 @@ class ExperimentConfig:
     out_root: str = "runs"
 
     def __post_init__(self) -> None:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        problems = type_problems(values, typing.get_type_hints(type(self)), "config field")
-        if problems:  # the range checks below need the right types
-            raise ValueError("invalid experiment config: " + "; ".join(problems))
-        problems = model_option_problems(self.model, self.model_options)
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            problems.append(f"lr must be positive, got {self.lr}")
-        if self.crop_size is not None and self.crop_fraction is not None:
-            problems.append("set crop_size or crop_fraction, not both")
-        if self.crop_fraction is not None and not 0 < self.crop_fraction <= 1:
-            problems.append(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
-        if self.crop_size is not None and self.crop_size < 1:
-            problems.append(f"crop_size must be >= 1, got {self.crop_size}")
-        if self.stain_strength not in STAIN_STRENGTHS:
-            problems.append(
-                f"stain_strength must be {' or '.join(map(repr, STAIN_STRENGTHS))}, "
-                f"got {self.stain_strength!r}"
-            )
-        if self.stain_strength != "default" and not self.stain_augment:
-            problems.append("stain_strength applies only with stain_augment: set it to true")
-        low_high = self.scale_range
-        if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1]:
-            problems.append(
-                f"scale_range must be [low, high] with 0 < low <= high, got {low_high}"
-            )
-        unknown = sorted(set(self.extra_augment) - set(EXTRA_AUGMENTS))
-        if unknown:
-            problems.append(
-                f"extra_augment must list only {' and '.join(map(repr, EXTRA_AUGMENTS))}, "
-                f"got {unknown}"
-            )
-        if self.extra_augment and not self.augment:
-            problems.append("extra_augment applies only with augment: set it to true")
-        if self.synthetic_mix < 0:
-            problems.append(f"synthetic_mix must be >= 0, got {self.synthetic_mix}")
-        if self.synthetic_mix and self.data.partition(":")[0] == "synthetic":
-            problems.append("synthetic_mix adds synthetic patches to real data; data is synthetic")
-        if self.synthetic_mix and self.data.partition(":")[0] == "consep" and not self.resample:
-            problems.append("synthetic_mix needs the data at 20x: set resample to true")
-        if not 0 < self.test_fraction < 1:
-            problems.append(f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        if not 0 <= self.val_fraction < 1:
-            problems.append(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        problems += self._schedule_problems()
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if self.eval_every < 1:
-            problems.append(f"eval_every must be >= 1, got {self.eval_every}")
-        if self.workers < 0:
-            problems.append(f"workers must be >= 0, got {self.workers}")
-        losses = LOSSES_OF_MODEL.get(self.model, ())
-        if losses and self.loss not in losses:
-            problems.append(
-                f"model {self.model!r} trains with loss {' or '.join(map(repr, losses))}, "
-                f"got {self.loss!r}"
-            )
-        if self.loss == "maskrcnn" and self.class_weights is not None:
-            problems.append("Mask R-CNN's loss has no class weights: set class_weights to null")
-        if self.postprocess not in ROUTES:
-            problems.append(
-                f"postprocess must be {' or '.join(map(repr, ROUTES))}, got {self.postprocess!r}"
-            )
-        if isinstance(self.class_weights, str) and self.class_weights != "paper":
-            problems.append(
-                f"class_weights must be 'paper', null or a list, got {self.class_weights!r}"
-            )
-        for spec in [self.data] + ([self.test_data] if self.test_data is not None else []):
-            try:
-                parse_source(spec)
-            except ValueError as error:
-                problems.append(str(error))
+        problems = config_problems(self)
         if problems:
             raise ValueError("invalid experiment config: " + "; ".join(problems))
-
-    def _schedule_problems(self) -> list[str]:
-        """What is wrong with the run's length, learning-rate schedule, average and loss."""
-        problems = []
-        if self.steps is not None and self.images is not None:
-            problems.append("set steps or images, not both")
-        for name in ("steps", "images"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                problems.append(f"{name} must be >= 1, got {value}")
-        if self.images is not None and self.images < self.batch_size:
-            problems.append(f"images ({self.images}) must be at least one batch")
-        if self.lr_schedule not in LR_SCHEDULES:
-            problems.append(f"lr_schedule must be 'step' or 'cosine', got {self.lr_schedule!r}")
-        fractions = self.lr_milestone_fractions or []
-        if not all(0 < f < 1 for f in fractions):
-            problems.append(f"lr_milestone_fractions must lie in (0, 1), got {fractions}")
-        if self.warmup_steps < 0:
-            problems.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            problems.append(f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        if self.dice_classes not in DICE_CLASSES:
-            problems.append(f"dice_classes must be 'all' or 'present', got {self.dice_classes!r}")
-        if self.sampling not in SAMPLINGS:
-            problems.append(f"sampling must be 'uniform' or 'rare', got {self.sampling!r}")
-        if self.loss_weights and self.loss == "maskrcnn":
-            problems.append("loss_weights apply to the NP/HV/TP losses, not Mask R-CNN's")
-        unknown = sorted(set(self.loss_weights) - set(DENSE_LOSS_TERMS))
-        if unknown:
-            problems.append(
-                f"loss_weights names unknown term(s) {', '.join(unknown)}; "
-                f"terms: {', '.join(DENSE_LOSS_TERMS)}"
-            )
-        if any(weight < 0 for weight in self.loss_weights.values()):
-            problems.append(f"loss_weights must be >= 0, got {self.loss_weights}")
-        return problems
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """The run's length in optimiser steps, given the steps of one pass over the

@@ -14,7 +14,6 @@ from nucstudy.data import (
     make_targets,
 )
 from nucstudy.engine.trainer import Trainer
-from nucstudy.study.experiment import crop_side
 from nucstudy.study.presets import preset
 
 
@@ -176,18 +175,6 @@ def test_augmentation_steps_draw_independently(synthetic_small):
         unchanged += np.array_equal(out, label)
     assert seen == {"h", "v"}  # a flip alone happens (only when the affine step is skipped)
     assert unchanged <= 120 * 0.05  # skipping all four steps: 0.5 * 0.5 * 0.2 * 0.2 = 1 %
-
-
-def test_the_paper_preset_crops_and_the_side_follows_the_patch():
-    paper = preset("paper")
-    assert paper.crop_fraction == 0.75
-    assert crop_side(paper, 256) == 192 and crop_side(paper, 128) == 96
-    assert crop_side(preset("cpu-demo"), 128) is None
-    assert crop_side(preset("smoke", crop_size=48), 64) == 48
-    with pytest.raises(ValueError, match="larger than the 64 px patches"):
-        crop_side(preset("smoke", crop_size=96), 64)
-    with pytest.raises(ValueError, match="crop_size or crop_fraction, not both"):
-        preset("paper", crop_size=96)
 
 
 def test_targets_are_computed_after_the_crop(synthetic_small):
