@@ -116,7 +116,7 @@ def book_html(tmp_path_factory) -> Path:
     into a temporary folder (several minutes; warnings are not errors here, test_book.py
     checks those)."""
     if os.environ.get(BOOK_HTML_ENV):
-        html = Path(os.environ[BOOK_HTML_ENV])
+        html = Path(os.environ[BOOK_HTML_ENV]).resolve()
         if not (html / "index.html").is_file():
             pytest.fail(f"${BOOK_HTML_ENV}={html}: no index.html there")
         return html

@@ -1,0 +1,67 @@
+"""Tables as the book shows them: no row numbers, counts as integers, no ``NaN``.
+
+The experiment notebooks and the book's pages show their results as pandas tables. A plain
+DataFrame renders with a column of row numbers, whole numbers read back from JSON as floats
+(``53.0``), missing values as ``NaN`` and every float to pandas' precision. :func:`report_table`
+gives the one look the book uses; :func:`mean_std` writes a mean over seeds with its standard
+deviation, the way every results table of the book gives it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+from pandas.io.formats.style import Styler
+
+#: What a missing value is shown as.
+MISSING = "–"
+
+
+def mean_std(values: Iterable[float], decimals: int = 3) -> str:
+    """``"0.412 ± 0.010"``: the mean of ``values`` and their standard deviation (ddof 1);
+    one value alone without the ``±``; none (or only NaN) as :data:`MISSING`."""
+    finite = [float(v) for v in values if v is not None and not np.isnan(v)]
+    if not finite:
+        return MISSING
+    text = f"{np.mean(finite):.{decimals}f}"
+    if len(finite) > 1:
+        text += f" ± {np.std(finite, ddof=1):.{decimals}f}"
+    return text
+
+
+def report_table(
+    table: pd.DataFrame,
+    counts: Iterable[str] = (),
+    decimals: int = 3,
+    index: bool = False,
+) -> Styler:
+    """A DataFrame styled for the book.
+
+    Args:
+        table: any DataFrame; its index is shown only with ``index=True`` (use it for a named
+            index such as the classes of a per-class table).
+        counts: columns that count something (nuclei, epochs, seeds): shown as integers.
+        decimals: digits after the point of every other numeric column.
+        index: show the index (its name as the header of its column).
+
+    Returns:
+        A :class:`pandas.io.formats.style.Styler`; a notebook cell displays it as HTML.
+        Missing values are shown as :data:`MISSING`.
+    """
+    counts = [c for c in counts if c in table.columns]
+    numeric = [c for c in table.select_dtypes("number").columns if c not in counts]
+    styler = table.style.format(na_rep=MISSING)
+    if numeric:
+        styler = styler.format(f"{{:.{decimals}f}}", subset=numeric, na_rep=MISSING)
+    if counts:
+        styler = styler.format(_count_text, subset=counts)
+    return styler if index else styler.hide(axis="index")
+
+
+def _count_text(value: object) -> str:
+    """A count as an integer (``53``), a missing one as :data:`MISSING`."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return MISSING
+    return f"{int(value):,}" if isinstance(value, (int, float, np.number)) else str(value)

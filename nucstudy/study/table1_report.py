@@ -1,0 +1,214 @@
+"""Table I as the book shows it: the answer first, the provenance after.
+
+:func:`nucstudy.study.table1.table1_rows` gives one wide row per method and data set (scores,
+intervals, provenance, training). The Table I page opens with what carries the claim and
+keeps the rest for the reader who wants it:
+
+- :func:`answer_table`: per method, the paper's mPQ+ and R² beside ours on each data set,
+  with 95 % intervals, optimiser steps and training minutes;
+- :func:`plot_answer`: the same as a figure, one panel per data set;
+- :func:`order_sentences`: per data set, whether the proposed model's mPQ+ is above or below
+  each baseline's and whether their intervals overlap, generated from the rows;
+- :func:`provenance_table`: where one data set's rows come from, one column per method,
+  every value as text (counts as integers).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from nucstudy.study.report import MISSING
+
+#: The paper's Table I (CoNIC): method label -> (mPQ+, R²).
+PUBLISHED: dict[str, tuple[float, float]] = {
+    "HoVer-Net": (0.2956, -0.428),
+    "Mask R-CNN": (0.3546, -0.198),
+    "SE-Res U-Net + CA (proposed)": (0.4342, 0.5648),
+}
+#: The label of the proposed model's rows.
+PROPOSED = "SE-Res U-Net + CA (proposed)"
+#: Provenance fields shown, in order (those a row lacks are left out).
+PROVENANCE = (
+    "status",
+    "test data",
+    "test patches",
+    "CI over",
+    "post-processing",
+    "preset",
+    "model",
+    "protocol",
+    "epochs",
+    "best epoch",
+    "steps",
+    "images seen",
+    "budget min",
+    "still improving",
+    "train minutes",
+    "train GMACs/patch",
+    "GMACs counted",
+    "seed",
+    "device",
+    "threads",
+    "bf16",
+    "commit",
+)
+#: Provenance fields that count (shown as integers).
+COUNTED = ("test patches", "epochs", "best epoch", "steps", "images seen", "seed", "threads")
+
+
+def _interval(text: Any) -> tuple[float, float]:
+    """``"[0.196, 0.259]"`` -> (0.196, 0.259); missing -> (nan, nan)."""
+    if not isinstance(text, str):
+        return math.nan, math.nan
+    low, high = (float(x) for x in text.strip("[]").split(","))
+    return low, high
+
+
+def _score(row: pd.Series, metric: str) -> str:
+    """``"0.2192 [0.196, 0.259]"`` for a finished row, its status otherwise."""
+    if row.get("status") != "done":
+        return str(row.get("status", MISSING)).split(":")[0]
+    return f"{row[metric]:.4f} {row[f'{metric} 95% CI']}"
+
+
+def answer_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per method: the paper's scores, then ours per data set.
+
+    Args:
+        rows: :func:`nucstudy.study.table1.table1_rows` of one or more registry folders
+            (column ``data set`` tells them apart).
+
+    Returns:
+        Columns ``method``, ``paper mPQ+``, ``paper R²``, then per data set ``<set>: mPQ+
+        [95% CI]``, ``<set>: R² [95% CI]``, ``<set>: steps`` and ``<set>: train min``; all
+        text, a method without a finished run shows its status ("pending", "not trained
+        here").
+    """
+    table = pd.DataFrame(
+        {
+            "method": list(PUBLISHED),
+            "paper mPQ+": [f"{v[0]:.4f}" for v in PUBLISHED.values()],
+            "paper R²": [f"{v[1]:.4f}" for v in PUBLISHED.values()],
+        }
+    )
+    for name, group in rows.groupby("data set", sort=False):
+        by_method = group.set_index("method")
+        found = [m for m in PUBLISHED if m in by_method.index]
+        for column, metric in (("mPQ+ [95% CI]", "mPQ+"), ("R² [95% CI]", "R²")):
+            table[f"{name}: {column}"] = [
+                _score(by_method.loc[m], metric) if m in found else MISSING for m in PUBLISHED
+            ]
+        for column, field, digits in (("steps", "steps", 0), ("train min", "train minutes", 0)):
+            table[f"{name}: {column}"] = [
+                _number(by_method.loc[m].get(field), digits) if m in found else MISSING
+                for m in PUBLISHED
+            ]
+    return table
+
+
+def _number(value: Any, digits: int) -> str:
+    """A number as text with ``digits`` decimals (thousands separated), missing as a dash."""
+    if value is None or isinstance(value, str) or math.isnan(float(value)):
+        return MISSING if not isinstance(value, str) else value
+    return f"{float(value):,.{digits}f}"
+
+
+def plot_answer(rows: pd.DataFrame) -> plt.Figure:
+    """mPQ+ of each method with its 95 % interval, one panel per data set, the paper's value
+    (CoNIC) as an open marker beside ours.
+
+    Args:
+        rows: as for :func:`answer_table`.
+    """
+    sets = list(dict.fromkeys(rows["data set"])) or ["(no runs)"]
+    fig, axes = plt.subplots(
+        1, len(sets), figsize=(3.2 * len(sets) + 1.5, 2.6), sharex=True, squeeze=False
+    )
+    methods = list(PUBLISHED)
+    for ax, name in zip(axes[0], sets, strict=True):
+        group = rows[(rows["data set"] == name) & (rows["status"] == "done")].set_index("method")
+        for y, method in enumerate(methods):
+            ax.scatter(PUBLISHED[method][0], y + 0.15, facecolors="none", edgecolors="grey")
+            if method in group.index:
+                value = float(group.loc[method, "mPQ+"])
+                low, high = _interval(group.loc[method, "mPQ+ 95% CI"])
+                ax.errorbar(
+                    value, y - 0.15, xerr=[[value - low], [high - value]], fmt="o",
+                    color="tab:blue", capsize=3,
+                )  # fmt: skip
+        ax.set(title=name, xlabel="mPQ+", ylim=(len(methods) - 0.5, -0.5))
+        ax.set_yticks(range(len(methods)), [m.replace(" (proposed)", "") for m in methods])
+        ax.grid(axis="x", alpha=0.3)
+    handles = [
+        plt.Line2D([], [], marker="o", color="tab:blue", ls="", label="ours (95 % interval)"),
+        plt.Line2D([], [], marker="o", mfc="none", mec="grey", ls="", label="paper (CoNIC)"),
+    ]
+    axes[0][-1].legend(handles=handles, loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def order_sentences(rows: pd.DataFrame) -> list[str]:
+    """Per data set and baseline: is the proposed model's mPQ+ above or below, and do the
+    95 % intervals overlap? A baseline not trained there gets a sentence with the reason.
+
+    Args:
+        rows: as for :func:`answer_table`.
+
+    Returns:
+        One sentence per comparison (empty when no data set has a finished proposed row).
+    """
+    lines = []
+    for name, group in rows.groupby("data set", sort=False):
+        by_method = group.set_index("method")
+        if PROPOSED not in by_method.index or by_method.loc[PROPOSED, "status"] != "done":
+            continue
+        ours = by_method.loc[PROPOSED]
+        low, high = _interval(ours["mPQ+ 95% CI"])
+        for method in by_method.index.drop(PROPOSED):
+            other = by_method.loc[method]
+            if other["status"] != "done":
+                lines.append(f"{name}: {method} has no score ({other['status']}).")
+                continue
+            o_low, o_high = _interval(other["mPQ+ 95% CI"])
+            side = "above" if ours["mPQ+"] > other["mPQ+"] else "below"
+            overlap = "overlap" if low <= o_high and o_low <= high else "do not overlap"
+            lines.append(
+                f"{name}: the proposed model's mPQ+ ({ours['mPQ+']:.3f}) is {side} "
+                f"{method}'s ({other['mPQ+']:.3f}); their 95 % intervals {overlap}."
+            )
+    return lines
+
+
+def provenance_table(rows: pd.DataFrame, data_set: str) -> pd.DataFrame:
+    """Where one data set's rows come from: one column per method, one row per field.
+
+    Args:
+        rows: as for :func:`answer_table`.
+        data_set: the ``data set`` whose rows are shown.
+
+    Returns:
+        String DataFrame indexed by field (named ``field``), the fields of
+        :data:`PROVENANCE` that any of the rows has; counts as integers, other numbers to
+        one decimal, missing values as a dash.
+    """
+    group = rows[rows["data set"] == data_set].set_index("method")
+    fields = [f for f in PROVENANCE if f in group.columns and group[f].notna().any()]
+    table = pd.DataFrame(
+        {method: [_field_text(group.loc[method, f], f) for f in fields] for method in group.index},
+        index=pd.Index(fields, name="field"),
+    )
+    return table
+
+
+def _field_text(value: Any, field: str) -> str:
+    """One provenance value as text (see :func:`provenance_table`)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return _number(value, 0 if field in COUNTED else 1)

@@ -1,0 +1,77 @@
+"""Table I's page: the answer table, the figure, the generated sentences, the provenance."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import pandas as pd
+
+from nucstudy.study.table1_report import (
+    PROPOSED,
+    PUBLISHED,
+    answer_table,
+    order_sentences,
+    plot_answer,
+    provenance_table,
+)
+
+matplotlib.use("Agg")
+
+
+def _rows() -> pd.DataFrame:
+    """Table I rows of two data sets: consep with all three methods (Mask R-CNN not trained
+    there), synthetic with the proposed model alone."""
+    done = {"status": "done", "epochs": 30.0, "steps": 5000.0, "train minutes": 41.6,
+            "seed": 0.0, "bf16": True, "device": "cpu"}  # fmt: skip
+    return pd.DataFrame(
+        [
+            {**done, "data set": "consep", "method": "HoVer-Net", "mPQ+": 0.25,
+             "mPQ+ 95% CI": "[0.20, 0.30]", "R²": 0.1, "R² 95% CI": "[0.0, 0.2]"},
+            {"data set": "consep", "method": "Mask R-CNN",
+             "status": "not trained here: about 90 min measured on this machine"},
+            {**done, "data set": "consep", "method": PROPOSED, "mPQ+": 0.34,
+             "mPQ+ 95% CI": "[0.31, 0.37]", "R²": 0.6, "R² 95% CI": "[0.5, 0.7]"},
+            {**done, "data set": "synthetic", "method": PROPOSED, "mPQ+": 0.41,
+             "mPQ+ 95% CI": "[0.38, 0.44]", "R²": 0.66, "R² 95% CI": "[0.6, 0.7]",
+             "train minutes": math.nan},
+        ]
+    )  # fmt: skip
+
+
+def test_the_answer_table_puts_ours_beside_the_papers_values():
+    table = answer_table(_rows()).set_index("method")
+    assert list(table.index) == list(PUBLISHED)
+    assert table.loc["HoVer-Net", "paper mPQ+"] == "0.2956"
+    assert table.loc[PROPOSED, "consep: mPQ+ [95% CI]"] == "0.3400 [0.31, 0.37]"
+    assert table.loc["Mask R-CNN", "consep: mPQ+ [95% CI]"] == "not trained here"
+    assert table.loc["HoVer-Net", "synthetic: mPQ+ [95% CI]"] == "–"  # no row there
+    assert table.loc[PROPOSED, "consep: steps"] == "5,000"
+    assert table.loc[PROPOSED, "synthetic: train min"] == "–"
+
+
+def test_the_sentences_say_the_order_and_whether_the_intervals_overlap():
+    lines = order_sentences(_rows())
+    assert lines == [
+        "consep: the proposed model's mPQ+ (0.340) is above HoVer-Net's (0.250); their 95 % "
+        "intervals do not overlap.",
+        "consep: Mask R-CNN has no score (not trained here: about 90 min measured on this "
+        "machine).",
+    ]
+    overlapping = _rows().assign(**{"mPQ+ 95% CI": "[0.2, 0.4]"})
+    assert "intervals overlap" in order_sentences(overlapping)[0]
+
+
+def test_provenance_shows_counts_as_integers_and_drops_fields_nobody_has():
+    table = provenance_table(_rows(), "consep")
+    assert list(table.columns) == ["HoVer-Net", "Mask R-CNN", PROPOSED]
+    assert table.loc["epochs", PROPOSED] == "30" and table.loc["seed", "HoVer-Net"] == "0"
+    assert table.loc["train minutes", PROPOSED] == "41.6"
+    assert table.loc["epochs", "Mask R-CNN"] == "–"
+    assert table.loc["bf16", PROPOSED] == "True"
+    assert "commit" not in table.index  # no row has it
+
+
+def test_the_figure_has_one_panel_per_data_set():
+    fig = plot_answer(_rows())
+    assert [ax.get_title() for ax in fig.axes] == ["consep", "synthetic"]
