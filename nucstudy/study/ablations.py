@@ -56,7 +56,9 @@ def ablation_plan(
 
 
 def reusable_run(folder: str | os.PathLike | None, config: ExperimentConfig) -> Path | None:
-    """``folder`` if it holds a scored run of exactly ``config`` (name and place aside).
+    """``folder`` if it holds a scored run of exactly ``config`` (name and place aside, and
+    whether it was trained through ``torch.compile``, which changes its speed, not what it
+    learns).
 
     Returns:
         The folder, or None when it is None, unfinished or trained with another config.
@@ -67,5 +69,5 @@ def reusable_run(folder: str | os.PathLike | None, config: ExperimentConfig) -> 
     if not (folder / METRICS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
         return None
     saved = ExperimentConfig.load(folder / CONFIG_FILE)
-    same_place = saved.replace(name=config.name, out_root=config.out_root)
+    same_place = saved.replace(name=config.name, out_root=config.out_root, compile=config.compile)
     return folder if same_place == config else None

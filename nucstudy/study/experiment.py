@@ -125,10 +125,12 @@ class ExperimentConfig:
             the device supports them (CUDA; CPUs with AVX512-BF16 or AMX), detected at run
             time by :func:`nucstudy.engine.device.choose_fast_path`; False: float32 everywhere.
             The path taken is recorded in ``env.json``.
-        compile: train through ``torch.compile`` (inductor). Opt-in: on the study's 2-core
-            CPU it makes a training step of the default network a third faster, after a
-            compilation that takes minutes the first time (inductor then caches it on disk;
-            ``benchmarks/train.py``), which pays off only in long runs.
+        compile: train through ``torch.compile`` (inductor). On the study's 2-core CPU it
+            makes a training step of the default network 25 % faster and one of the
+            ``cpu-demo`` network 5 %, after a compilation of about 100 s the first time
+            (inductor then caches it on disk; ``benchmarks/train.py``): it repays itself
+            after about 170 steps of the default network, so the ``paper`` preset turns it
+            on, and after about 12,000 of the ``cpu-demo`` network, so that preset does not.
         workers: DataLoader processes (on a CPU at most the cores the intra-op threads
             leave free: :func:`nucstudy.engine.device.loader_workers`).
         eval_every: validate every this many epochs (and after the last). With

@@ -16,8 +16,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # As the paper: Adam 3e-4, x0.1 at epochs 25 and 35, 50 epochs, batch 32, full model,
     # and its augmentation list including the random crop (its size is the study's choice).
     # Validation (which picks the best checkpoint; the paper says nothing of it) every 5
-    # epochs, so that a CPU spends its time training.
-    "paper": {"crop_fraction": 0.75, "eval_every": 5},
+    # epochs, so that a CPU spends its time training. torch.compile: a step of this network
+    # takes 25 % less time compiled (benchmarks/train.py), which repays a cold compilation
+    # (about 100 s on the study's CPU) after about 170 steps; a paper run has 500 (CoNSeP) to
+    # 7,800 (CoNIC). The cpu-demo network gains 5 % a step: it would need about 12,000.
+    "paper": {"crop_fraction": 0.75, "eval_every": 5, "compile": True},
     # A small model on synthetic data that learns visibly in minutes on two CPU cores
     # (about 3 min of training: test mPQ+ about 0.4 on synthetic data).
     "cpu-demo": {

@@ -37,4 +37,10 @@ def test_a_finished_run_of_the_same_config_is_reused(tmp_path):
     (done.run_dir / "metrics.json").write_text(json.dumps({"overall": {}}))
     assert reusable_run(done.run_dir, config) == done.run_dir
     assert reusable_run(done.run_dir, config.replace(epochs=5)) is None
+    assert reusable_run(done.run_dir, config.replace(compile=True)) == done.run_dir  # speed only
     assert reusable_run(None, config) is None
+
+
+def test_the_paper_preset_compiles_and_the_short_presets_do_not():
+    assert preset("paper").compile
+    assert not preset("cpu-demo").compile and not preset("smoke").compile
