@@ -55,13 +55,6 @@ REPO = Path(__file__).resolve().parents[1]
 #: Pages (paths under the built ``html`` folder) that failed when this test was written
 #: (they are being fixed). Remove a page once it passes: the test then demands it.
 KNOWN_FAILING: set[str] = {
-    "notebooks/01_data.html",
-    "notebooks/03_model.html",
-    "notebooks/04_losses.html",
-    "notebooks/05_postprocessing.html",
-    "notebooks/06_metrics.html",
-    "notebooks/07_inside_the_model.html",
-    "notebooks/08_training.html",
     "book/experiments/synthetic/train.html",
     "book/experiments/synthetic/ablations.html",
     "book/experiments/consep/train.html",
@@ -70,9 +63,6 @@ KNOWN_FAILING: set[str] = {
     "book/experiments/consep-paper/ablations.html",
     "book/experiments/table1.html",
     "book/ood.html",
-    "book/performance/data.html",
-    "book/performance/models.html",
-    "book/performance/metrics.html",
 }
 
 #: Rows a table may show at once; a longer one belongs in a collapsed or scrolling output.
