@@ -52,7 +52,8 @@ def report_table(
     """
     counts = [c for c in counts if c in table.columns]
     numeric = [c for c in table.select_dtypes("number").columns if c not in counts]
-    styler = table.style.format(na_rep=MISSING)
+    # the class pandas gives a plain DataFrame's table, which the book's theme styles
+    styler = table.style.format(na_rep=MISSING).set_table_attributes('class="dataframe"')
     if numeric:
         styler = styler.format(f"{{:.{decimals}f}}", subset=numeric, na_rep=MISSING)
     if counts:

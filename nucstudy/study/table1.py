@@ -334,7 +334,7 @@ def run_table1(
             if estimate > left:
                 skipped[method] = (
                     f"not trained here: about {estimate:.0f} min measured on this machine, "
-                    f"more than the {max(left, 0):.0f} min left of the budget"
+                    f"over the {max(left, 0):.0f} min of training time this run had left"
                 )
                 if progress:
                     print(f"[table1] {method}: {skipped[method]}", flush=True)

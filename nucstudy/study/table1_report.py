@@ -4,9 +4,9 @@
 intervals, provenance, training). The Table I page opens with what carries the claim and
 keeps the rest for the reader who wants it:
 
-- :func:`answer_table`: per method, the paper's mPQ+ and R² beside ours on each data set,
+- :func:`answer_table`: the paper's mPQ+ and R² of each method, then ours on each data set
   with 95 % intervals, optimiser steps and training minutes;
-- :func:`plot_answer`: the same as a figure, one panel per data set;
+- :func:`plot_answer`: our mPQ+ with its interval beside the paper's, as a figure;
 - :func:`order_sentences`: per data set, whether the proposed model's mPQ+ is above or below
   each baseline's and whether their intervals overlap, generated from the rows;
 - :func:`provenance_table`: where one data set's rows come from, one column per method,
@@ -76,38 +76,35 @@ def _score(row: pd.Series, metric: str) -> str:
 
 
 def answer_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per method: the paper's scores, then ours per data set.
+    """The paper's rows, then ours: one row per data set and method.
 
     Args:
         rows: :func:`nucstudy.study.table1.table1_rows` of one or more registry folders
             (column ``data set`` tells them apart).
 
     Returns:
-        Columns ``method``, ``paper mPQ+``, ``paper R²``, then per data set ``<set>: mPQ+
-        [95% CI]``, ``<set>: R² [95% CI]``, ``<set>: steps`` and ``<set>: train min``; all
-        text, a method without a finished run shows its status ("pending", "not trained
-        here").
+        Columns ``data set`` (``paper (CoNIC)`` for the published rows), ``method``,
+        ``mPQ+ [95% CI]``, ``R² [95% CI]``, ``steps`` and ``train min``; all text. A method
+        without a finished run shows its status ("pending", "not trained here") instead of
+        its scores; what a row does not record is a dash.
     """
-    table = pd.DataFrame(
-        {
-            "method": list(PUBLISHED),
-            "paper mPQ+": [f"{v[0]:.4f}" for v in PUBLISHED.values()],
-            "paper R²": [f"{v[1]:.4f}" for v in PUBLISHED.values()],
-        }
-    )
-    for name, group in rows.groupby("data set", sort=False):
-        by_method = group.set_index("method")
-        found = [m for m in PUBLISHED if m in by_method.index]
-        for column, metric in (("mPQ+ [95% CI]", "mPQ+"), ("R² [95% CI]", "R²")):
-            table[f"{name}: {column}"] = [
-                _score(by_method.loc[m], metric) if m in found else MISSING for m in PUBLISHED
-            ]
-        for column, field, digits in (("steps", "steps", 0), ("train min", "train minutes", 0)):
-            table[f"{name}: {column}"] = [
-                _number(by_method.loc[m].get(field), digits) if m in found else MISSING
-                for m in PUBLISHED
-            ]
-    return table
+    table = [
+        {"data set": "paper (CoNIC)", "method": method, "mPQ+ [95% CI]": f"{mpq:.4f}",
+         "R² [95% CI]": f"{r2:.4f}", "steps": MISSING, "train min": MISSING}
+        for method, (mpq, r2) in PUBLISHED.items()
+    ]  # fmt: skip
+    for _, row in rows.iterrows():
+        table.append(
+            {
+                "data set": row["data set"],
+                "method": row["method"],
+                "mPQ+ [95% CI]": _score(row, "mPQ+"),
+                "R² [95% CI]": _score(row, "R²") if row.get("status") == "done" else MISSING,
+                "steps": _number(row.get("steps"), 0),
+                "train min": _number(row.get("train minutes"), 0),
+            }
+        )
+    return pd.DataFrame(table)
 
 
 def _number(value: Any, digits: int) -> str:
@@ -118,36 +115,31 @@ def _number(value: Any, digits: int) -> str:
 
 
 def plot_answer(rows: pd.DataFrame) -> plt.Figure:
-    """mPQ+ of each method with its 95 % interval, one panel per data set, the paper's value
-    (CoNIC) as an open marker beside ours.
+    """mPQ+ of each method with its 95 % interval on each data set, one row each, and the
+    paper's value (CoNIC) of the method as an open marker on the same row.
 
     Args:
         rows: as for :func:`answer_table`.
     """
-    sets = list(dict.fromkeys(rows["data set"])) or ["(no runs)"]
-    fig, axes = plt.subplots(
-        1, len(sets), figsize=(3.2 * len(sets) + 1.5, 2.6), sharex=True, squeeze=False
-    )
-    methods = list(PUBLISHED)
-    for ax, name in zip(axes[0], sets, strict=True):
-        group = rows[(rows["data set"] == name) & (rows["status"] == "done")].set_index("method")
-        for y, method in enumerate(methods):
-            ax.scatter(PUBLISHED[method][0], y + 0.15, facecolors="none", edgecolors="grey")
-            if method in group.index:
-                value = float(group.loc[method, "mPQ+"])
-                low, high = _interval(group.loc[method, "mPQ+ 95% CI"])
-                ax.errorbar(
-                    value, y - 0.15, xerr=[[value - low], [high - value]], fmt="o",
-                    color="tab:blue", capsize=3,
-                )  # fmt: skip
-        ax.set(title=name, xlabel="mPQ+", ylim=(len(methods) - 0.5, -0.5))
-        ax.set_yticks(range(len(methods)), [m.replace(" (proposed)", "") for m in methods])
-        ax.grid(axis="x", alpha=0.3)
+    done = rows[rows["status"] == "done"]
+    labels = [f"{r['data set']}: {r['method'].replace(' (proposed)', '')}"
+              for _, r in done.iterrows()]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(done), 1) + 1.1))
+    for y, (_, row) in enumerate(done.iterrows()):
+        value = float(row["mPQ+"])
+        low, high = _interval(row["mPQ+ 95% CI"])
+        ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color="tab:blue",
+                    capsize=3)  # fmt: skip
+        ax.scatter(PUBLISHED[row["method"]][0], y, facecolors="none", edgecolors="grey")
+    ax.set_yticks(range(len(done)), labels)
+    ax.set(xlabel="mPQ+", ylim=(len(done) - 0.5, -0.5))
+    ax.grid(axis="x", alpha=0.3)
     handles = [
         plt.Line2D([], [], marker="o", color="tab:blue", ls="", label="ours (95 % interval)"),
         plt.Line2D([], [], marker="o", mfc="none", mec="grey", ls="", label="paper (CoNIC)"),
     ]
-    axes[0][-1].legend(handles=handles, loc="lower right", fontsize=8)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2,
+              fontsize=8, frameon=False)  # fmt: skip
     fig.tight_layout()
     return fig
 

@@ -40,14 +40,15 @@ def _rows() -> pd.DataFrame:
 
 
 def test_the_answer_table_puts_ours_beside_the_papers_values():
-    table = answer_table(_rows()).set_index("method")
-    assert list(table.index) == list(PUBLISHED)
-    assert table.loc["HoVer-Net", "paper mPQ+"] == "0.2956"
-    assert table.loc[PROPOSED, "consep: mPQ+ [95% CI]"] == "0.3400 [0.31, 0.37]"
-    assert table.loc["Mask R-CNN", "consep: mPQ+ [95% CI]"] == "not trained here"
-    assert table.loc["HoVer-Net", "synthetic: mPQ+ [95% CI]"] == "–"  # no row there
-    assert table.loc[PROPOSED, "consep: steps"] == "5,000"
-    assert table.loc[PROPOSED, "synthetic: train min"] == "–"
+    table = answer_table(_rows()).set_index(["data set", "method"])
+    assert list(table.index[:3]) == [("paper (CoNIC)", m) for m in PUBLISHED]
+    assert table.loc[("paper (CoNIC)", "HoVer-Net"), "mPQ+ [95% CI]"] == "0.2956"
+    assert table.loc[("consep", PROPOSED), "mPQ+ [95% CI]"] == "0.3400 [0.31, 0.37]"
+    assert table.loc[("consep", "Mask R-CNN"), "mPQ+ [95% CI]"] == "not trained here"
+    assert table.loc[("consep", "Mask R-CNN"), "R² [95% CI]"] == "–"
+    assert table.loc[("consep", PROPOSED), "steps"] == "5,000"
+    assert table.loc[("synthetic", PROPOSED), "train min"] == "–"
+    assert len(table) == 3 + len(_rows())
 
 
 def test_the_sentences_say_the_order_and_whether_the_intervals_overlap():
@@ -72,6 +73,11 @@ def test_provenance_shows_counts_as_integers_and_drops_fields_nobody_has():
     assert "commit" not in table.index  # no row has it
 
 
-def test_the_figure_has_one_panel_per_data_set():
-    fig = plot_answer(_rows())
-    assert [ax.get_title() for ax in fig.axes] == ["consep", "synthetic"]
+def test_the_figure_has_one_row_per_finished_run():
+    (ax,) = plot_answer(_rows()).axes
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [
+        "consep: HoVer-Net",
+        "consep: SE-Res U-Net + CA",
+        "synthetic: SE-Res U-Net + CA",
+    ]
