@@ -186,6 +186,30 @@ def recipe_table(
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
+def validation_gain(scores: pd.DataFrame, metric: str = "val mPQ+") -> pd.Series:
+    """Per arm, its mean gain over the reference on the validation tiles: the score the
+    ingredients are chosen on.
+
+    A seed draws its own validation tiles, so an arm is compared with the reference run of
+    the same seed, and the paired differences are averaged over the seeds both have.
+
+    Args:
+        scores: :func:`recipe_table`'s rows.
+        metric: the validation column (``val mPQ+`` or ``val PQ``).
+
+    Returns:
+        float Series indexed by arm (the reference and arms without validation scores left
+        out), in the order of the arms' first rows.
+    """
+    reference = scores[scores["arm"] == "reference"].set_index("seed")[metric]
+    gains = {}
+    for arm, rows in scores[scores["arm"] != "reference"].groupby("arm", sort=False):
+        paired = rows.set_index("seed")[metric] - reference.reindex(rows["seed"]).to_numpy()
+        if paired.notna().any():
+            gains[arm] = float(paired.mean())
+    return pd.Series(gains, dtype=float, name=f"{metric} gain")
+
+
 def _score_row(arm: str, metrics_path: Path) -> dict[str, Any]:
     """The row of :func:`recipe_table` of one scored run."""
     config = ExperimentConfig.load(metrics_path.parent / CONFIG_FILE)

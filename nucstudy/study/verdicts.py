@@ -170,7 +170,8 @@ def spread_sentence(
     Returns:
         With no spread measured, a sentence saying that no difference can be told from seed
         noise; with none beyond it, one saying that the arms cannot be told apart from the
-        reference; otherwise one listing each ``arm (metric +difference)`` beyond it.
+        reference; otherwise one listing each arm with its differences beyond it:
+        ``arm (metric +difference, metric -difference)``.
     """
     if reference is None:
         reference = verdicts["reference"].iloc[0] if len(verdicts) else "the reference"
@@ -186,7 +187,10 @@ def spread_sentence(
             f"({source}): they cannot be told apart."
         )
     listed = "; ".join(
-        f"{row['arm']} ({row['metric']} {row['difference']:+.3f})" for _, row in beyond.iterrows()
+        f"{arm} ("
+        + ", ".join(f"{r['metric']} {r['difference']:+.3f}" for _, r in rows.iterrows())
+        + ")"
+        for arm, rows in beyond.groupby("arm", sort=False)
     )
     return (
         f"Beyond twice the seed spread ({source}): {listed}. Every other difference is within it."

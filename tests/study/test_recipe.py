@@ -17,6 +17,7 @@ from nucstudy.study.recipe import (
     recipe_table,
     run_name,
     run_state,
+    validation_gain,
 )
 
 
@@ -98,3 +99,16 @@ def test_the_table_gives_test_scores_and_the_kept_checkpoints_validation_scores(
     assert pd.isna(table.loc[("all tiles", 0), "val PQ"])
     assert table.loc[(TUNED, 0), "PQ"] == 0.45
     assert pd.isna(table.loc[(TUNED, 0), "val mPQ+"])  # chosen on those tiles
+
+
+def test_the_validation_gain_pairs_each_seed_with_the_reference_of_that_seed():
+    scores = pd.DataFrame(
+        {
+            "arm": ["reference", "reference", "ema", "ema", "all tiles", TUNED],
+            "seed": [0, 1, 0, 1, 0, 0],
+            "val mPQ+": [0.30, 0.40, 0.32, 0.41, None, None],
+        }
+    )
+    gains = validation_gain(scores)
+    assert list(gains.index) == ["ema"]  # no validation scores: not judged on them
+    assert gains["ema"] == pytest.approx(0.015)  # (0.02 + 0.01) / 2, not 0.365 - 0.35

@@ -79,6 +79,10 @@ def test_the_sentence_names_what_is_beyond_the_spread():
         "Beyond twice the seed spread (3 seeds of this page): no SE (mpq+ -0.090); "
         "no CA (r2 +0.300). Every other difference is within it."
     )
+    both = table.assign(verdict=BEYOND)
+    assert spread_sentence(both, "3 seeds").startswith(
+        "Beyond twice the seed spread (3 seeds): no SE (mpq+ -0.090, r2 "
+    )  # one arm, its metrics together
     calm = spread_verdicts(_scores(), "full", metrics=["mpq+"], arms=["full", "no CA"])
     assert spread_sentence(calm, "3 seeds", "variant", "the full model") == (
         "No variant differs from the full model by more than twice the seed spread "
