@@ -61,8 +61,6 @@ KNOWN_FAILING: set[str] = {
     "book/experiments/consep/ablations.html",
     "book/experiments/consep-paper/train.html",
     "book/experiments/consep-paper/ablations.html",
-    "book/experiments/table1.html",
-    "book/ood.html",
 }
 
 #: Rows a table may show at once; a longer one belongs in a collapsed or scrolling output.
