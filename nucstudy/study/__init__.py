@@ -1,7 +1,8 @@
 """The study: experiments, their results registry, and what the book shows.
 
 - :mod:`~nucstudy.study.experiment`: :class:`~nucstudy.study.experiment.ExperimentConfig`
-  (its checks in :mod:`~nucstudy.study.experiment_checks`), its presets, and :func:`~nucstudy.study.registry.collect` (run folders into a table);
+  (its checks in :mod:`~nucstudy.study.experiment_checks`), its presets, and
+  :func:`~nucstudy.study.registry.collect` (run folders into a table);
 - :mod:`~nucstudy.study.main_job`: the main job (``python -m nucstudy.study``);
 - :mod:`~nucstudy.study.evaluate` (run folders scored on test data),
   :mod:`~nucstudy.study.recipe` (the training recipe's arms), :mod:`~nucstudy.study.ablations`,

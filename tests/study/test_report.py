@@ -30,3 +30,14 @@ def test_report_table_shows_a_named_index_when_asked():
     table = pd.DataFrame({"pq": [0.5]}, index=pd.Index(["other"], name="class"))
     assert "other" in report_table(table, index=True).to_html()
     assert "other" not in report_table(table).to_html()
+
+
+def test_spaced_table_keeps_a_spread_on_one_line_and_spaces_the_columns():
+    from nucstudy.study.report import spaced_table
+
+    table = pd.DataFrame({"recipe": ["strong stain"], "PQ": ["0.322 ± 0.027"], "seeds": [3.0]})
+    html = spaced_table(table, counts=["seeds"], first_column_em=10.5).to_html()
+    assert "0.322\u00a0±\u00a00.027" in html and ">3<" in html
+    assert "min-width: 10.5em" in html and "padding: 0.25em 0.6em" in html
+    wide = spaced_table(table, one_line=True, small=True).to_html()
+    assert "white-space: nowrap" in wide and "font-size: 0.9em" in wide
