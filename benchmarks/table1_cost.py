@@ -25,7 +25,8 @@ import torch
 
 from nucstudy.common.io import atomic_write_text
 from nucstudy.engine.trainer import Trainer
-from nucstudy.study.table1 import measure_step_seconds, method_config, table1_base
+from nucstudy.study.compute_budget import measure_step_seconds
+from nucstudy.study.table1 import method_config, table1_base
 
 #: name -> (method, config changes)
 CANDIDATES = {

@@ -6,8 +6,10 @@
 - :mod:`~nucstudy.study.main_job`: the main job (``python -m nucstudy.study``);
 - :mod:`~nucstudy.study.evaluate` (run folders scored on test data),
   :mod:`~nucstudy.study.recipe` (the training recipe's arms), :mod:`~nucstudy.study.ablations`,
-  :mod:`~nucstudy.study.table1`, :mod:`~nucstudy.study.verdicts` (differences against the seed
-  spread), :mod:`~nucstudy.study.departures`, :mod:`~nucstudy.study.ood` (unseen tissue),
+  :mod:`~nucstudy.study.table1` (its equal-compute budget in
+  :mod:`~nucstudy.study.compute_budget`), :mod:`~nucstudy.study.verdicts` (differences
+  against the seed spread), :mod:`~nucstudy.study.departures`, :mod:`~nucstudy.study.ood`
+  (unseen tissue),
   :mod:`~nucstudy.study.tuning` (post-processing thresholds), :mod:`~nucstudy.study.gpu_study`,
   :mod:`~nucstudy.study.stated_scores` (what a committed model file scores),
   :mod:`~nucstudy.study.submission` (challenge files), :mod:`~nucstudy.study.plots` and

@@ -7,6 +7,7 @@ keeps the rest for the reader who wants it:
 - :func:`answer_table`: the paper's mPQ+ and R² of each method, then ours on each data set
   with 95 % intervals, optimiser steps and training minutes;
 - :func:`plot_answer`: our mPQ+ with its interval beside the paper's, as a figure;
+- :func:`interval_sentence`: over what the intervals were drawn, generated from the rows;
 - :func:`order_sentences`: per data set, whether the proposed model's mPQ+ is above or below
   each baseline's and whether their intervals overlap, generated from the rows;
 - :func:`provenance_table`: where one data set's rows come from, one column per method,
@@ -142,6 +143,36 @@ def plot_answer(rows: pd.DataFrame) -> plt.Figure:
               fontsize=8, frameon=False)  # fmt: skip
     fig.tight_layout()
     return fig
+
+
+#: What each bootstrap unit of :func:`nucstudy.study.evaluate.table1_row` resamples.
+BOOTSTRAP_UNITS = {
+    "sources": "the test set's source images, each drawn with all its patches (which are "
+    "correlated)",
+    "patches": "the test patches, each drawn on its own (narrower than over sources when "
+    "patches of one image are correlated)",
+}
+
+
+def interval_sentence(rows: pd.DataFrame) -> str:
+    """Over what the finished rows' 95 % intervals were drawn, as one sentence.
+
+    Args:
+        rows: as for :func:`answer_table` (column ``CI over``: ``sources`` or ``patches``).
+
+    Returns:
+        ``"The 95 % intervals are a bootstrap over sources: ..."``; with rows drawn over
+        different units, one clause per data set; empty without finished rows.
+    """
+    done = rows[rows["status"] == "done"] if "status" in rows else rows.iloc[:0]
+    if done.empty:
+        return ""
+    units = done.groupby("data set", sort=False)["CI over"].agg(lambda u: sorted(set(u)))
+    flat = sorted({unit for data_units in units for unit in data_units})
+    if len(flat) == 1:
+        return f"The 95 % intervals are a bootstrap over {flat[0]}: {BOOTSTRAP_UNITS[flat[0]]}."
+    clauses = "; ".join(f"{name}: over {' and '.join(u)}" for name, u in units.items())
+    return f"The 95 % intervals are a bootstrap over different units ({clauses})."
 
 
 def order_sentences(rows: pd.DataFrame) -> list[str]:

@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+import nucstudy.study.compute_budget as compute_budget
 import nucstudy.study.table1 as table1
 from nucstudy.cli import main
 from nucstudy.study.table1 import (
@@ -90,7 +91,7 @@ def test_a_method_over_budget_is_not_trained_and_its_row_says_why(tmp_path, monk
 
 def test_estimate_minutes_measures_real_steps():
     config = table1_base("synthetic", "smoke", device="cpu", out_root="unused")
-    minutes = table1.estimate_minutes(config)
+    minutes = compute_budget.estimate_minutes(config)
     assert 0 < minutes < 5
 
 
@@ -135,19 +136,18 @@ def test_a_run_older_than_the_count_gets_its_multiply_adds_counted_afterwards(
 
 def test_budget_config_buys_steps_and_keeps_the_schedule_shape():
     base = table1_base("synthetic", "paper")
-    config, steps = table1.budget_config(base, minutes=120, step_seconds=2.4)
+    config, steps = compute_budget.budget_config(base, minutes=120, step_seconds=2.4)
     assert steps == 3000 and config.steps == 3000
     assert config.lr_milestone_fractions == [0.5, 0.7]
     assert config.lr_schedule_of(steps_per_epoch=10).milestones == (1500, 2100)
     with pytest.raises(ValueError, match="positive"):
-        table1.budget_config(base, 0, 1.0)
+        compute_budget.budget_config(base, 0, 1.0)
 
 
 def test_equal_compute_gives_each_method_the_steps_its_step_time_buys(tmp_path, monkeypatch):
     seconds = {"seresunet": 0.5, "hovernet": 2.0}
-    monkeypatch.setattr(
-        table1, "measure_step_seconds", lambda trainer, steps: seconds[trainer.config.model]
-    )
+    measured = lambda trainer, steps: seconds[trainer.config.model]  # noqa: E731
+    monkeypatch.setattr(compute_budget, "measure_step_seconds", measured)
     base = table1_base("synthetic", "smoke", device="cpu")
     methods = ("proposed", "hovernet")
     table = run_table1(
@@ -166,7 +166,7 @@ def test_equal_compute_gives_each_method_the_steps_its_step_time_buys(tmp_path, 
     def no_measure(trainer, steps):
         raise AssertionError("the step time was measured again")
 
-    monkeypatch.setattr(table1, "measure_step_seconds", no_measure)
+    monkeypatch.setattr(compute_budget, "measure_step_seconds", no_measure)
     monkeypatch.setattr(
         "nucstudy.study.evaluate.train_and_evaluate",
         lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")),
@@ -181,8 +181,8 @@ def test_training_record_says_whether_validation_was_still_rising(tmp_path):
     history = pd.DataFrame({"epoch": [1, 2, 3], "step": [5, 10, 15], "images_seen": [20, 40, 60]})
     for scores, expected in (([0.1, 0.2, 0.3], "yes"), ([0.1, 0.3, 0.2], "no")):
         history.assign(**{"val_mpq+": scores}).to_csv(tmp_path / "history.csv", index=False)
-        record = table1.training_record(tmp_path, {"minutes": 120, "step_seconds": 0.6})
+        record = compute_budget.training_record(tmp_path, {"minutes": 120, "step_seconds": 0.6})
         assert record["still improving"] == expected
         assert (record["steps"], record["images seen"], record["budget min"]) == (15, 60, 120)
     history.to_csv(tmp_path / "history.csv", index=False)
-    assert table1.training_record(tmp_path, None)["still improving"] == "not validated"
+    assert compute_budget.training_record(tmp_path, None)["still improving"] == "not validated"

@@ -11,6 +11,7 @@ from nucstudy.study.table1_report import (
     PROPOSED,
     PUBLISHED,
     answer_table,
+    interval_sentence,
     order_sentences,
     plot_answer,
     provenance_table,
@@ -49,6 +50,17 @@ def test_the_answer_table_puts_ours_beside_the_papers_values():
     assert table.loc[("consep", PROPOSED), "steps"] == "5,000"
     assert table.loc[("synthetic", PROPOSED), "train min"] == "–"
     assert len(table) == 3 + len(_rows())
+
+
+def test_the_interval_sentence_names_the_unit_the_rows_were_drawn_over():
+    rows = _rows().assign(**{"CI over": "sources"})
+    assert interval_sentence(rows).startswith("The 95 % intervals are a bootstrap over sources:")
+    rows.loc[rows["data set"] == "synthetic", "CI over"] = "patches"
+    assert interval_sentence(rows) == (
+        "The 95 % intervals are a bootstrap over different units (consep: over sources; "
+        "synthetic: over patches)."
+    )
+    assert interval_sentence(rows[rows["status"] != "done"]) == ""
 
 
 def test_the_sentences_say_the_order_and_whether_the_intervals_overlap():

@@ -1,0 +1,152 @@
+"""Equal compute: what a run costs on this machine, and the steps a time budget buys.
+
+Table I (:mod:`nucstudy.study.table1`) can give every method the same training time on the
+hardware at hand instead of the same epochs. This module measures a method's step time
+(:func:`measure_step_seconds`, :func:`estimate_minutes`), turns minutes into a run length
+that keeps the schedule's shape (:func:`budget_config`), keeps each measurement in a
+registry folder's ``budget.json`` so that it is taken once (:func:`budgeted_config`), and
+reads back how long a finished run trained and what a training patch cost
+(:func:`training_record`, :func:`count_training_multiply_adds`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nucstudy.common.io import atomic_write_text
+from nucstudy.study.experiment import HISTORY_FILE, ExperimentConfig
+
+#: The registry folder's record of each method's budget: method-seed -> minutes, step
+#: seconds, threads.
+BUDGET_FILE = "budget.json"
+
+
+def measure_step_seconds(trainer, steps: int = 2) -> float:
+    """Mean seconds of ``steps`` training steps of a :class:`~nucstudy.engine.trainer.Trainer`
+    (loading the batch included), after one warm-up step. The trainer's weights move."""
+    if len(trainer.loader) == 0:
+        raise ValueError("no training batch to time: the training split is empty")
+    trainer.network.train()
+    batches = (batch for _ in range(steps + 1) for batch in trainer.loader)  # loops if short
+    trainer._step(next(batches), 0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer._step(next(batches), 0)
+    return (time.perf_counter() - start) / steps
+
+
+def estimate_minutes(config: ExperimentConfig, steps: int = 1) -> float:
+    """Minutes ``config`` would train for on this machine (validation aside), measured."""
+    from nucstudy.engine.trainer import Trainer
+
+    trainer = Trainer(config, progress=False)
+    return measure_step_seconds(trainer, steps) * trainer.total_steps / 60
+
+
+def budget_config(
+    config: ExperimentConfig, minutes: float, step_seconds: float
+) -> tuple[ExperimentConfig, int]:
+    """``config`` trained for the optimiser steps ``minutes`` buy at ``step_seconds`` a step.
+
+    The length becomes ``steps`` (at least one); a step schedule keeps its shape, its epoch
+    milestones turned into fractions of the run (the paper's 25 and 35 of 50: 0.5 and 0.7).
+
+    Returns:
+        The config and its steps.
+    """
+    if not minutes > 0 or not step_seconds > 0:
+        raise ValueError(f"need positive minutes and step seconds, got {minutes}, {step_seconds}")
+    steps = max(1, int(minutes * 60 / step_seconds))
+    changes: dict[str, Any] = {"steps": steps, "images": None}
+    if config.lr_schedule == "step" and config.lr_milestone_fractions is None:
+        changes["lr_milestone_fractions"] = [m / config.epochs for m in config.lr_milestones]
+    return config.replace(**changes), steps
+
+
+def budgeted_config(
+    config: ExperimentConfig, method: str, root: Path, minutes: float, progress: bool
+) -> ExperimentConfig:
+    """The method's config under the compute budget: its steps measured once and kept in
+    ``root/budget.json`` (method -> minutes, step seconds, steps, threads)."""
+    import torch
+
+    from nucstudy.engine.trainer import Trainer
+
+    path = root / BUDGET_FILE
+    budgets = json.loads(path.read_text()) if path.is_file() else {}
+    key = f"{method}-seed{config.seed}"
+    record = budgets.get(key)
+    if record is None or record["minutes"] != minutes:
+        seconds = measure_step_seconds(Trainer(config, progress=False), steps=3)
+        record = {"minutes": minutes, "step_seconds": seconds, "threads": torch.get_num_threads()}
+        budgets[key] = record
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(budgets, indent=2) + "\n")
+    budgeted, steps = budget_config(config, minutes, record["step_seconds"])
+    if progress:
+        print(
+            f"[table1] {method}: {minutes:g} min at {record['step_seconds']:.2f} s a step "
+            f"buy {steps} steps",
+            flush=True,
+        )
+    return budgeted
+
+
+def count_training_multiply_adds(config: ExperimentConfig, side: int, scheme_name: str) -> float:
+    """Multiply-adds of forward and backward of one training patch of ``config``'s method,
+    counted on two synthetic patches of ``side`` px (for runs that predate the Trainer's own
+    count on its first step; a dense network's count does not depend on the content)."""
+    import torch
+
+    from nucstudy.data.classes import get_scheme
+    from nucstudy.engine.cost import synthetic_batch, training_multiply_adds
+    from nucstudy.engine.device import choose_fast_path
+    from nucstudy.engine.methods import build_method
+    from nucstudy.models import build_model
+
+    scheme = get_scheme(scheme_name)
+    torch.manual_seed(config.seed)
+    network = build_model(config.model, n_types=scheme.n_classes, **config.model_options)
+    method = build_method(config, scheme)
+    batch = synthetic_batch(method, 2, side, scheme_name, seed=config.seed)
+    device = torch.device("cpu")
+    return training_multiply_adds(network, method, batch, device, choose_fast_path(device, False))
+
+
+def training_record(folder: Path, budget: dict[str, Any] | None) -> dict[str, Any]:
+    """How long one run trained and whether it had more to gain.
+
+    Args:
+        folder: a finished run folder (its ``history.csv``).
+        budget: its record in ``budget.json`` (None: trained for the protocol's epochs).
+
+    Returns:
+        ``steps`` (optimiser steps trained; NaN for a history without them), ``images
+        seen``, ``budget min`` (the compute budget in minutes, NaN without one), ``step s``
+        (its measured seconds a step) and ``still improving``: "yes" when its last
+        validation scored its best mPQ+ and more than the one before, else "no" ("not
+        validated" without validation scores).
+    """
+    history = pd.read_csv(folder / HISTORY_FILE)
+    last = history.iloc[-1]
+    steps = float(last["step"]) if "step" in history else math.nan
+    images = float(last["images_seen"]) if "images_seen" in history else math.nan
+    scores = history["val_mpq+"].dropna() if "val_mpq+" in history else pd.Series(dtype=float)
+    if len(scores) < 2:
+        improving = "not validated" if scores.empty else "no"
+    else:
+        rising = scores.iloc[-1] >= scores.max() and scores.iloc[-1] > scores.iloc[-2]
+        improving = "yes" if rising else "no"
+    return {
+        "steps": steps,
+        "images seen": images,
+        "budget min": budget["minutes"] if budget else math.nan,
+        "step s": budget["step_seconds"] if budget else math.nan,
+        "still improving": improving,
+    }
