@@ -16,7 +16,9 @@ Length and learning rate: a run lasts ``epochs`` passes over its training patche
 learning rate is a pure function of the optimiser step
 (:meth:`ExperimentConfig.lr_schedule_of`), set before every step. With ``ema_decay`` an
 exponential moving average of the weights is validated, saved as the checkpoint's
-``"model"`` and so evaluated (the raw weights are kept as ``"train_model"`` for resuming).
+``"model"`` and so evaluated (the raw weights are kept as ``"train_model"`` for resuming);
+its batch-norm statistics are recomputed over the epoch's training batches before each
+validation and at the end of the run.
 
 Reproducibility: weights, shuffling (reseeded every epoch), the split and every item's
 augmentation (:mod:`nucstudy.engine.training_data`) follow from the config's seed, so a
@@ -64,7 +66,7 @@ from nucstudy.engine.run_folder import (
     now,
     write_env,
 )
-from nucstudy.engine.schedule import set_lr, weight_average
+from nucstudy.engine.schedule import refresh_batch_norm, set_lr, weight_average
 from nucstudy.engine.training_data import (
     crop_side,
     training_augmentation,
@@ -215,7 +217,10 @@ class Trainer:
                 row = self._train_epoch(self.epoch)
                 self.epoch += 1
                 last = self.step >= self.total_steps
-                if self.is_main and (self.epoch % self.config.eval_every == 0 or last):
+                validating = self.epoch % self.config.eval_every == 0 or last
+                if self.is_main and self.average is not None and validating:
+                    self._refresh_average(self.epoch - 1)
+                if self.is_main and validating:
                     row.update(self.validate())
                 self._end_epoch(row)
         finally:
@@ -253,11 +258,7 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         self.network.train()
-        self.train_set.set_epoch(epoch)
-        if self.distributed:
-            self.loader.sampler.set_epoch(epoch)
-        else:
-            self.loader.generator.manual_seed(self.config.seed * 100_003 + epoch)
+        self._seed_epoch(epoch)
         sums: dict[str, float] = defaultdict(float)
         batches = images = 0
         lr = self.lr_at(self.step)
@@ -310,6 +311,27 @@ class Trainer:
         if self.average is not None:
             self.average.update_parameters(self.model)
         return {name: float(value.detach()) for name, value in terms.items()}
+
+    def _seed_epoch(self, epoch: int) -> None:
+        """Shuffling and augmentation of ``epoch``'s batches, from the config's seed."""
+        self.train_set.set_epoch(epoch)
+        if self.distributed:
+            self.loader.sampler.set_epoch(epoch)
+        else:
+            self.loader.generator.manual_seed(self.config.seed * 100_003 + epoch)
+
+    def _refresh_average(self, epoch: int) -> None:
+        """The weight average's batch-norm statistics over the training batches of
+        ``epoch`` (the same patches and augmentation as its training; shuffling and
+        augmentation are reseeded per epoch, so training goes on unchanged)."""
+        self._seed_epoch(epoch)
+        memory_format = self.fast_path.memory_format
+        images = (
+            batch["image"].to(self.device).contiguous(memory_format=memory_format)
+            for batch in self.loader
+        )
+        with torch.no_grad(), self.fast_path.autocast():
+            refresh_batch_norm(self.average.module, images)
 
     @property
     def kept_model(self) -> nn.Module:

@@ -146,6 +146,28 @@ def test_the_average_is_what_the_checkpoint_keeps_and_evaluation_scores(tmp_path
     assert metrics["step"] == 7 and metrics["images_seen"] == 28
 
 
+def test_the_average_gets_batch_norm_statistics_of_its_own_weights(tmp_path):
+    from nucstudy.engine.trainer import Trainer
+
+    trainer = Trainer(_steps_config(ema_decay=0.5), run_dir=tmp_path / "ema", progress=False)
+    history = trainer.fit()
+    plain = Trainer(_steps_config(), run_dir=tmp_path / "plain", progress=False).fit()
+    assert history["train_total"].tolist() == plain["train_total"].tolist()  # same training
+    average = trainer.kept_model
+    norm = next(m for m in average.modules() if isinstance(m, nn.BatchNorm2d))
+    means = []  # the first batch norm's input depends on the averaged weights before it only
+    hook = norm.register_forward_hook(
+        lambda module, inputs, output: means.append(inputs[0].float().mean(dim=(0, 2, 3)))
+    )
+    trainer._seed_epoch(trainer.epoch - 1)
+    average.eval()
+    with torch.no_grad(), trainer.fast_path.autocast():
+        for batch in trainer.loader:
+            average(batch["image"].contiguous(memory_format=trainer.fast_path.memory_format))
+    hook.remove()
+    torch.testing.assert_close(norm.running_mean, torch.stack(means).mean(0))
+
+
 def test_no_validation_trains_on_every_source_and_keeps_the_last(tmp_path):
     from nucstudy.engine.checkpoint import load_checkpoint
     from nucstudy.engine.trainer import Trainer
