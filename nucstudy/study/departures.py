@@ -87,7 +87,9 @@ def _optimiser(run: Run) -> str:
     extras = [
         f"weight decay {config.weight_decay:g}" if config.weight_decay else "",
         f"warm-up {config.warmup_steps} steps" if config.warmup_steps else "",
-        f"weight average (EMA {config.ema_decay:g})" if config.ema_decay is not None else "",
+        f"weight average (EMA {config.ema_decay:g}, batch-norm statistics recomputed)"
+        if config.ema_decay is not None
+        else "",
     ]
     return ", ".join([f"Adam, {config.lr:g}, {schedule}", *filter(None, extras)])
 

@@ -58,7 +58,7 @@ def report_table(
     if numeric:
         styler = styler.format(f"{{:.{decimals}f}}", subset=numeric, na_rep=MISSING)
     if counts:
-        styler = styler.format(_count_text, subset=counts)
+        styler = styler.format(number_text, subset=counts)
     return styler if index else styler.hide(axis="index")
 
 
@@ -94,8 +94,11 @@ def spaced_table(
     )
 
 
-def _count_text(value: object) -> str:
-    """A count as an integer (``53``), a missing one as :data:`MISSING`."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+def number_text(value: object, digits: int = 0) -> str:
+    """A number as text with ``digits`` decimals, thousands separated (``1,260``); a missing
+    one (None, NaN) as :data:`MISSING`; text as it is."""
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
         return MISSING
-    return f"{int(value):,}" if isinstance(value, (int, float, np.number)) else str(value)
+    if isinstance(value, (int, float, np.number)):
+        return f"{float(value):,.{digits}f}"
+    return str(value)

@@ -22,7 +22,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from nucstudy.study.report import MISSING
+from nucstudy.study.report import MISSING, number_text
 
 #: The paper's Table I (CoNIC): method label -> (mPQ+, R²).
 PUBLISHED: dict[str, tuple[float, float]] = {
@@ -101,18 +101,11 @@ def answer_table(rows: pd.DataFrame) -> pd.DataFrame:
                 "method": row["method"],
                 "mPQ+ [95% CI]": _score(row, "mPQ+"),
                 "R² [95% CI]": _score(row, "R²") if row.get("status") == "done" else MISSING,
-                "steps": _number(row.get("steps"), 0),
-                "train min": _number(row.get("train minutes"), 0),
+                "steps": number_text(row.get("steps"), 0),
+                "train min": number_text(row.get("train minutes"), 0),
             }
         )
     return pd.DataFrame(table)
-
-
-def _number(value: Any, digits: int) -> str:
-    """A number as text with ``digits`` decimals (thousands separated), missing as a dash."""
-    if value is None or isinstance(value, str) or math.isnan(float(value)):
-        return MISSING if not isinstance(value, str) else value
-    return f"{float(value):,.{digits}f}"
 
 
 def plot_answer(rows: pd.DataFrame) -> plt.Figure:
@@ -230,8 +223,6 @@ def provenance_table(rows: pd.DataFrame, data_set: str) -> pd.DataFrame:
 
 def _field_text(value: Any, field: str) -> str:
     """One provenance value as text (see :func:`provenance_table`)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return MISSING
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool):
         return str(value)
-    return _number(value, 0 if field in COUNTED else 1)
+    return number_text(value, 0 if field in COUNTED else 1)

@@ -118,7 +118,10 @@ def test_the_training_recipe_options_are_named_in_their_rows():
     table = departures_table([_run(config, scheme="consep")])
     assert table.loc["epochs", "x"] == "2000 optimiser steps"
     optimiser = table.loc["optimiser, learning rate, schedule", "x"]
-    assert optimiser == "Adam, 0.0003, cosine to 0, warm-up 100 steps, weight average (EMA 0.999)"
+    assert optimiser == (
+        "Adam, 0.0003, cosine to 0, warm-up 100 steps, "
+        "weight average (EMA 0.999, batch-norm statistics recomputed)"
+    )
     assert table.loc["loss", "x"] == (
         "the paper's (Dice: mean over classes); term weights hv_mse 2, hv_msge 1; "
         "Dice over the classes present"

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from nucstudy.study.report import MISSING, mean_std, report_table
+from nucstudy.study.report import MISSING, mean_std, number_text, report_table
 
 
 def test_mean_std_gives_the_spread_only_with_several_values():
@@ -14,6 +14,13 @@ def test_mean_std_gives_the_spread_only_with_several_values():
     assert mean_std([0.4, math.nan]) == "0.400"
     assert mean_std([0.41234], decimals=4) == "0.4123"
     assert mean_std([]) == mean_std([math.nan]) == MISSING
+
+
+def test_number_text_separates_thousands_and_keeps_text_and_missing_values_readable():
+    assert number_text(1260.0) == "1,260"
+    assert number_text(41.64, 1) == "41.6"
+    assert number_text(math.nan) == number_text(None) == MISSING
+    assert number_text("pending") == "pending"
 
 
 def test_report_table_shows_counts_as_integers_and_missing_values_as_a_dash():
