@@ -9,7 +9,10 @@ its difference from the reference is that ingredient's effect. The committed ``c
 runs (1,260 steps, the paper's loss and step schedule) are the starting point.
 
 :func:`recipe_plan` lists the runs, :func:`run_recipe` trains and scores what is missing
-(resuming a run interrupted part-way), :func:`recipe_table` gathers their scores.
+(resuming a run interrupted part-way), :func:`recipe_table` gathers their scores,
+:func:`chosen_ingredients` picks the ingredients on the validation tiles and
+:func:`recipe_changes` turns them into a config's changes (for longer runs and other
+networks).
 """
 
 from __future__ import annotations
@@ -208,6 +211,60 @@ def validation_gain(scores: pd.DataFrame, metric: str = "val mPQ+") -> pd.Series
         if paired.notna().any():
             gains[arm] = float(paired.mean())
     return pd.Series(gains, dtype=float, name=f"{metric} gain")
+
+
+#: Arms that are not candidates for the recipe: the reference itself, a shorter run (fewer
+#: steps only saves time), and training on every tile (no validation tiles to choose on).
+NOT_CANDIDATES = ("reference", "1,260 steps", "all tiles")
+#: The least mean validation mPQ+ gain over the reference (paired by seed) that an
+#: ingredient must bring, on top of a gain on every seed, to join the recipe.
+MIN_GAIN = 0.01
+#: Fields of :data:`RECIPE_BASE` that set where and how long a run trains, not its recipe.
+RUN_FIELDS = ("data", "steps", "eval_every", "compile", "workers")
+
+
+def chosen_ingredients(scores: pd.DataFrame, min_gain: float = MIN_GAIN) -> list[str]:
+    """The ingredients the best recipe takes, chosen on the validation tiles alone.
+
+    An arm joins when its validation mPQ+ is above the reference's on every seed both have
+    (at least two; paired by seed, since each seed holds out its own tiles) and by at least
+    ``min_gain`` on average. Arms of :data:`NOT_CANDIDATES` never join.
+
+    Args:
+        scores: :func:`recipe_table`'s rows.
+        min_gain: the least mean gain (mPQ+, unitless).
+
+    Returns:
+        The chosen arms, in the order of :data:`INGREDIENTS` (empty: the reference stands).
+    """
+    reference = scores[scores["arm"] == "reference"].set_index("seed")["val mPQ+"]
+    chosen = []
+    for arm in INGREDIENTS:
+        rows = scores[scores["arm"] == arm].set_index("seed")["val mPQ+"]
+        paired = (rows - reference.reindex(rows.index)).dropna()
+        if arm in NOT_CANDIDATES or len(paired) < 2:
+            continue
+        if (paired > 0).all() and paired.mean() >= min_gain:
+            chosen.append(arm)
+    return chosen
+
+
+def recipe_changes(ingredients: list[str]) -> dict[str, Any]:
+    """The config changes of the reference recipe with ``ingredients`` added, without where
+    and how long to train (:data:`RUN_FIELDS`: the caller sets data, steps and the rest).
+
+    Raises:
+        ValueError: an unknown ingredient.
+    """
+    unknown = [arm for arm in ingredients if arm not in INGREDIENTS]
+    if unknown:
+        raise ValueError(f"unknown recipe arm(s) {', '.join(map(repr, unknown))}")
+    changes = {key: value for key, value in RECIPE_BASE.items() if key not in RUN_FIELDS}
+    for arm in ingredients:
+        changes.update(
+            {key: value for key, value in INGREDIENTS[arm][1].items() if key not in RUN_FIELDS}
+        )
+    return changes
 
 
 def _score_row(arm: str, metrics_path: Path) -> dict[str, Any]:

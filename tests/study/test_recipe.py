@@ -11,8 +11,11 @@ import pandas as pd
 import pytest
 
 from nucstudy.study.recipe import (
+    HV_TERMS,
     INGREDIENTS,
     TUNED,
+    chosen_ingredients,
+    recipe_changes,
     recipe_config,
     recipe_table,
     run_name,
@@ -112,3 +115,40 @@ def test_the_validation_gain_pairs_each_seed_with_the_reference_of_that_seed():
     gains = validation_gain(scores)
     assert list(gains.index) == ["ema"]  # no validation scores: not judged on them
     assert gains["ema"] == pytest.approx(0.015)  # (0.02 + 0.01) / 2, not 0.365 - 0.35
+
+
+def _val_scores(gains: dict[str, list[float]]) -> pd.DataFrame:
+    """recipe_table-like rows: the reference at 0.30 / 0.35 (seeds 0 / 1), each arm above it
+    by its gains."""
+    reference = {0: 0.30, 1: 0.35}
+    rows = [{"arm": "reference", "seed": s, "val mPQ+": v} for s, v in reference.items()]
+    for arm, arm_gains in gains.items():
+        rows += [
+            {"arm": arm, "seed": s, "val mPQ+": reference[s] + g} for s, g in enumerate(arm_gains)
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_an_ingredient_joins_the_recipe_only_if_it_helps_on_every_seed_by_enough():
+    scores = _val_scores(
+        {
+            "ema": [0.02, 0.03],  # on both seeds, 0.025 on average: joins
+            "dice present": [0.05, -0.01],  # not on every seed
+            "rare sampling": [0.004, 0.004],  # too little
+            "keep ratio": [0.03],  # one seed only
+            "1,260 steps": [0.05, 0.05],  # not a candidate
+        }
+    )
+    assert chosen_ingredients(scores) == ["ema"]
+    assert chosen_ingredients(scores, min_gain=0.003) == ["rare sampling", "ema"]
+
+
+def test_recipe_changes_add_the_ingredients_and_leave_the_run_to_the_caller():
+    changes = recipe_changes(["ema", "step schedule"])
+    assert changes["loss_weights"] == HV_TERMS and changes["ema_decay"] == 0.999
+    assert changes["lr_schedule"] == "step" and changes["lr_milestone_fractions"][0] > 0.6
+    assert not {"data", "steps", "eval_every", "compile", "workers"} & set(changes)
+    assert recipe_changes(["paper HV loss"])["loss_weights"] == {}
+    assert recipe_changes(["batch 16"])["batch_size"] == 16
+    with pytest.raises(ValueError, match="'warm restarts'"):
+        recipe_changes(["warm restarts"])
