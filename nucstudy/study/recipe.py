@@ -219,8 +219,13 @@ NOT_CANDIDATES = ("reference", "1,260 steps", "all tiles")
 #: The least mean validation mPQ+ gain over the reference (paired by seed) that an
 #: ingredient must bring, on top of a gain on every seed, to join the recipe.
 MIN_GAIN = 0.01
-#: Fields of :data:`RECIPE_BASE` that set where and how long a run trains, not its recipe.
-RUN_FIELDS = ("data", "steps", "eval_every", "compile", "workers")
+#: The config fields a recipe sets: how a network is trained, not which network, on what
+#: data, for how long or where.
+RECIPE_FIELDS = (
+    "resample", "crop_fraction", "keep_ratio", "batch_size", "lr", "weight_decay",
+    "lr_schedule", "lr_milestone_fractions", "lr_gamma", "warmup_steps", "ema_decay",
+    "loss_weights", "dice_classes", "sampling",
+)  # fmt: skip
 
 
 def chosen_ingredients(scores: pd.DataFrame, min_gain: float = MIN_GAIN) -> list[str]:
@@ -250,8 +255,10 @@ def chosen_ingredients(scores: pd.DataFrame, min_gain: float = MIN_GAIN) -> list
 
 
 def recipe_changes(ingredients: list[str]) -> dict[str, Any]:
-    """The config changes of the reference recipe with ``ingredients`` added, without where
-    and how long to train (:data:`RUN_FIELDS`: the caller sets data, steps and the rest).
+    """The training fields (:data:`RECIPE_FIELDS`) of the reference recipe with
+    ``ingredients`` added: the changes that give another preset or network this recipe
+    (its batch, learning rate and schedule, loss terms, sampling, augmentation), leaving
+    the network, the data and the run's length to the caller.
 
     Raises:
         ValueError: an unknown ingredient.
@@ -259,12 +266,9 @@ def recipe_changes(ingredients: list[str]) -> dict[str, Any]:
     unknown = [arm for arm in ingredients if arm not in INGREDIENTS]
     if unknown:
         raise ValueError(f"unknown recipe arm(s) {', '.join(map(repr, unknown))}")
-    changes = {key: value for key, value in RECIPE_BASE.items() if key not in RUN_FIELDS}
-    for arm in ingredients:
-        changes.update(
-            {key: value for key, value in INGREDIENTS[arm][1].items() if key not in RUN_FIELDS}
-        )
-    return changes
+    changes = {key: value for arm in ingredients for key, value in INGREDIENTS[arm][1].items()}
+    config = recipe_config("reference", 0, "runs").replace(**changes)
+    return {field: getattr(config, field) for field in RECIPE_FIELDS}
 
 
 def _score_row(arm: str, metrics_path: Path) -> dict[str, Any]:

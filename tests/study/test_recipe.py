@@ -143,12 +143,18 @@ def test_an_ingredient_joins_the_recipe_only_if_it_helps_on_every_seed_by_enough
     assert chosen_ingredients(scores, min_gain=0.003) == ["rare sampling", "ema"]
 
 
-def test_recipe_changes_add_the_ingredients_and_leave_the_run_to_the_caller():
+def test_recipe_changes_carry_the_training_and_leave_the_network_and_length_to_the_caller():
+    from nucstudy.study.presets import preset
+
     changes = recipe_changes(["ema", "step schedule"])
     assert changes["loss_weights"] == HV_TERMS and changes["ema_decay"] == 0.999
     assert changes["lr_schedule"] == "step" and changes["lr_milestone_fractions"][0] > 0.6
-    assert not {"data", "steps", "eval_every", "compile", "workers"} & set(changes)
+    assert (changes["batch_size"], changes["lr"]) == (8, 2e-3)  # the cpu-demo preset's
+    assert changes["resample"] and changes["crop_fraction"] is None
     assert recipe_changes(["paper HV loss"])["loss_weights"] == {}
-    assert recipe_changes(["batch 16"])["batch_size"] == 16
+    assert recipe_changes(["crop 96"])["crop_fraction"] == 0.75
+    paper = preset("paper", steps=100, **recipe_changes([]))
+    assert paper.model_options == preset("paper").model_options and paper.steps == 100
+    assert paper.lr_schedule == "cosine" and paper.crop_fraction is None
     with pytest.raises(ValueError, match="'warm restarts'"):
         recipe_changes(["warm restarts"])
