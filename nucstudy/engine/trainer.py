@@ -153,14 +153,9 @@ class Trainer:
         if config.sampling == "rare" and self.distributed:
             raise TrainingError("sampling 'rare' is not available with several processes")
         self.loader = training_loader(
-            config,
-            self.train_set,
-            self.scheme.n_classes,
-            self.method.collate,
-            self.world_size,
-            self.workers,
-            self.device,
-        )
+            config, self.train_set, self.scheme.n_classes, self.method.collate,
+            self.world_size, self.workers, self.device,
+        )  # fmt: skip
         self.steps_per_epoch = len(self.loader)
         self.lr_at = config.lr_schedule_of(self.steps_per_epoch)
         self.total_steps = self.lr_at.total_steps
@@ -217,10 +212,9 @@ class Trainer:
                 row = self._train_epoch(self.epoch)
                 self.epoch += 1
                 last = self.step >= self.total_steps
-                validating = self.epoch % self.config.eval_every == 0 or last
-                if self.is_main and self.average is not None and validating:
-                    self._refresh_average(self.epoch - 1)
-                if self.is_main and validating:
+                if self.is_main and (self.epoch % self.config.eval_every == 0 or last):
+                    if self.average is not None:
+                        self._refresh_average(self.epoch - 1)
                     row.update(self.validate())
                 self._end_epoch(row)
         finally:
@@ -321,15 +315,11 @@ class Trainer:
             self.loader.generator.manual_seed(self.config.seed * 100_003 + epoch)
 
     def _refresh_average(self, epoch: int) -> None:
-        """The weight average's batch-norm statistics over the training batches of
-        ``epoch`` (the same patches and augmentation as its training; shuffling and
-        augmentation are reseeded per epoch, so training goes on unchanged)."""
+        """The weight average's batch-norm statistics over ``epoch``'s training batches (the
+        same patches and augmentation; reseeded per epoch, so training goes on unchanged)."""
         self._seed_epoch(epoch)
-        memory_format = self.fast_path.memory_format
-        images = (
-            batch["image"].to(self.device).contiguous(memory_format=memory_format)
-            for batch in self.loader
-        )
+        form = self.fast_path.memory_format
+        images = (b["image"].to(self.device).contiguous(memory_format=form) for b in self.loader)
         with torch.no_grad(), self.fast_path.autocast():
             refresh_batch_norm(self.average.module, images)
 
