@@ -10,9 +10,9 @@ runs (1,260 steps, the paper's loss and step schedule) are the starting point.
 
 :func:`recipe_plan` lists the runs, :func:`run_recipe` trains and scores what is missing
 (resuming a run interrupted part-way), :func:`recipe_table` gathers their scores,
-:func:`chosen_ingredients` picks the ingredients on the validation tiles and
-:func:`recipe_changes` turns them into a config's changes (for longer runs and other
-networks).
+:func:`chosen_ingredients` picks the ingredients on the validation tiles,
+:func:`recipe_changes` turns them into a config's changes, and :func:`long_run_config` gives
+another preset's network (the paper's) that recipe for a long run (``--long paper``).
 """
 
 from __future__ import annotations
@@ -117,29 +117,56 @@ def run_state(config: ExperimentConfig) -> str:
 def run_recipe(
     arms: list[str], seeds: list[int], out_root: str | os.PathLike, progress: bool = True
 ) -> None:
-    """Train and score every run of the plan that is not scored yet, one after another.
+    """Train and score every run of the plan that is not scored yet, one after another
+    (:func:`train_and_score`)."""
+    for arm, seed, config in recipe_plan(arms, seeds, out_root):
+        train_and_score(config, f"{arm}, seed {seed}", progress)
 
-    A run interrupted part-way resumes from its last checkpoint; a scored run is left as
-    it is. Each run is scored on CoNSeP's test split (``metrics.json``).
-    """
+
+def train_and_score(config: ExperimentConfig, label: str, progress: bool = True) -> None:
+    """Train ``config`` unless it is scored, then score it on CoNSeP's test split
+    (``metrics.json``). A run interrupted part-way resumes from its last checkpoint; a scored
+    run is left as it is."""
     from nucstudy.engine.trainer import Trainer
     from nucstudy.study.evaluate import evaluate
 
-    for arm, seed, config in recipe_plan(arms, seeds, out_root):
-        state = run_state(config)
-        if state == "scored":
-            continue
-        if progress:
-            print(f"[recipe] {arm}, seed {seed}: {state} -> {config.run_dir}", flush=True)
-        if state in ("new", "partial"):
-            Trainer(config, resume=state == "partial", progress=progress).fit()
-        evaluate(
-            config.run_dir,
-            config.open_data("test"),
-            device=config.device,
-            data_name=f"{config.data} (test)",
-            progress=progress,
-        )
+    state = run_state(config)
+    if state == "scored":
+        return
+    if progress:
+        print(f"[recipe] {label}: {state} -> {config.run_dir}", flush=True)
+    if state in ("new", "partial"):
+        Trainer(config, resume=state == "partial", progress=progress).fit()
+    evaluate(
+        config.run_dir,
+        config.open_data("test"),
+        device=config.device,
+        data_name=f"{config.data} (test)",
+        progress=progress,
+    )
+
+
+def long_run_config(
+    preset_name: str,
+    steps: int,
+    seed: int,
+    out_root: str | os.PathLike,
+    ingredients: list[str],
+) -> ExperimentConfig:
+    """A long run of ``preset_name``'s network on CoNSeP with the reference recipe and
+    ``ingredients`` (:func:`recipe_changes`) for ``steps`` optimiser steps, validated every
+    10 epochs; named ``recipe-<preset>-<steps>-seed<k>``."""
+    return preset(
+        preset_name,
+        name=f"recipe-{preset_name}-{steps}-seed{seed}",
+        seed=seed,
+        out_root=str(out_root),
+        data=RECIPE_BASE["data"],
+        steps=steps,
+        eval_every=10,
+        workers=0,
+        **recipe_changes(ingredients),
+    )
 
 
 #: The arm of the committed ``cpu-demo`` runs on CoNSeP: the starting point.
@@ -308,13 +335,31 @@ def _kept_score(kept: pd.DataFrame, column: str) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m nucstudy.study.recipe", description="train and score the recipe's arms"
+        prog="python -m nucstudy.study.recipe",
+        description="train and score the recipe's arms, or a long run with the chosen recipe",
     )
     parser.add_argument("--out", type=Path, required=True, help="folder of the run folders")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--arms", nargs="+", default=list(INGREDIENTS), choices=list(INGREDIENTS))
+    parser.add_argument(
+        "--long", metavar="PRESET", help="instead of the arms: a long run of this preset's network"
+    )
+    parser.add_argument("--steps", type=int, default=15000, help="the long run's optimiser steps")
+    parser.add_argument(
+        "--chosen-from",
+        type=Path,
+        default=Path("results/runs/consep-recipe"),
+        help="the arms' run folders the long run's ingredients are chosen from (validation)",
+    )
     args = parser.parse_args(argv)
-    run_recipe(args.arms, args.seeds, args.out)
+    if args.long is None:
+        run_recipe(args.arms, args.seeds, args.out)
+        return 0
+    ingredients = chosen_ingredients(recipe_table(args.chosen_from))
+    print(f"[recipe] chosen on validation: {', '.join(ingredients) or 'the reference alone'}")
+    for seed in args.seeds:
+        config = long_run_config(args.long, args.steps, seed, args.out, ingredients)
+        train_and_score(config, f"{args.long}, {args.steps} steps, seed {seed}")
     return 0
 
 

@@ -158,3 +158,29 @@ def test_recipe_changes_carry_the_training_and_leave_the_network_and_length_to_t
     assert paper.lr_schedule == "cosine" and paper.crop_fraction is None
     with pytest.raises(ValueError, match="'warm restarts'"):
         recipe_changes(["warm restarts"])
+
+
+def test_a_long_run_gives_the_papers_network_the_chosen_recipe(tmp_path):
+    from nucstudy.study.presets import preset
+    from nucstudy.study.recipe import long_run_config
+
+    config = long_run_config("paper", 15000, 1, tmp_path, ["ema"])
+    assert config.model_options == preset("paper").model_options  # the paper's network
+    assert (config.steps, config.seed, config.name) == (15000, 1, "recipe-paper-15000-seed1")
+    assert config.loss_weights == HV_TERMS and config.ema_decay == 0.999
+    assert config.batch_size == 8 and config.lr_schedule == "cosine"
+    assert config.run_dir == tmp_path / "recipe-paper-15000-seed1"
+
+
+def test_the_long_run_command_takes_the_ingredients_chosen_on_validation(tmp_path, monkeypatch):
+    import nucstudy.study.recipe as recipe
+
+    scores = _val_scores({"ema": [0.02, 0.03], "dice present": [0.05, -0.01]})
+    monkeypatch.setattr(recipe, "recipe_table", lambda root: scores)
+    trained = []
+    monkeypatch.setattr(recipe, "train_and_score", lambda config, label: trained.append(config))
+    argv = ["--out", str(tmp_path), "--long", "paper", "--steps", "300", "--seeds", "0", "2"]
+    assert recipe.main(argv) == 0
+    assert [c.seed for c in trained] == [0, 2]
+    assert all(c.ema_decay == 0.999 and c.dice_classes == "all" for c in trained)
+    assert trained[0].steps == 300
