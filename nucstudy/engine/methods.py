@@ -295,10 +295,12 @@ LOSSES_OF_MODEL: dict[str, tuple[str, ...]] = {
 
 #: What a model trains with unless told otherwise (``nucstudy train --model``, Table I):
 #: its own loss, and the class weights of that loss (HoVer-Net's and Mask R-CNN's have none).
+#: The baselines' losses keep their own term weights, whatever term weights a shared
+#: protocol gives the proposed model's loss (a recipe's HV terms, for example).
 OWN_TRAINING: dict[str, dict[str, Any]] = {
     "seresunet": {"loss": "paper", "class_weights": "paper"},
-    "hovernet": {"loss": "hovernet", "class_weights": None},
-    "maskrcnn": {"loss": "maskrcnn", "class_weights": None},
+    "hovernet": {"loss": "hovernet", "class_weights": None, "loss_weights": {}},
+    "maskrcnn": {"loss": "maskrcnn", "class_weights": None, "loss_weights": {}},
 }
 
 

@@ -80,6 +80,7 @@ METHOD_FIELDS = (
     "model",
     "model_options",
     "loss",
+    "loss_weights",
     "class_weights",
     "out_root",
     "workers",

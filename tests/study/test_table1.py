@@ -37,6 +37,17 @@ def test_each_method_changes_only_what_defines_it():
         assert protocol_differences(config, configs["proposed"]) == ""
 
 
+def test_a_recipe_shared_by_the_methods_leaves_the_baselines_their_own_loss_terms():
+    recipe = {"loss_weights": {"hv_mse": 2.0, "hv_msge": 1.0}, "lr_schedule": "cosine"}
+    base = table1_base("consep:somewhere", "cpu-demo", steps=100, **recipe)
+    configs = {method: method_config(base, method) for method in METHODS}  # no config error
+    assert configs["proposed"].loss_weights == recipe["loss_weights"]
+    assert configs["hovernet"].loss_weights == configs["maskrcnn"].loss_weights == {}
+    assert all(config.lr_schedule == "cosine" for config in configs.values())
+    for config in configs.values():
+        assert protocol_differences(config, configs["proposed"]) == ""
+
+
 def test_fewer_epochs_scale_the_schedule_and_are_named():
     base = table1_base("synthetic", "paper")
     config = method_config(base, "hovernet", {"epochs": 15})
