@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from nucstudy.cli.arguments import UsageError, check_source, is_source, read_tiles
 from nucstudy.data import import_consep256, open_source, save_conic, synthetic_conic
-
-if TYPE_CHECKING:
-    pass
 
 
 def data_command(args: argparse.Namespace) -> int:

@@ -22,7 +22,6 @@ A bad argument or missing data is reported as one line on stderr with exit code 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 from nucstudy.cli.arguments import EXIT_FAILED, EXIT_USAGE, UsageError
 from nucstudy.cli.data_commands import data_command
@@ -37,9 +36,6 @@ from nucstudy.cli.run_commands import (
 from nucstudy.cli.segment_command import segment_command
 from nucstudy.cli.study_commands import ood_command, table1_command
 from nucstudy.engine.checkpoint import CheckpointError
-
-if TYPE_CHECKING:
-    pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from nucstudy.cli.arguments import Parser
 from nucstudy.postprocess import ROUTES
 from nucstudy.segment.images import SegmentOptions
 from nucstudy.study.presets import PRESETS
-
-if TYPE_CHECKING:
-    pass
 
 
 def build_parser() -> argparse.ArgumentParser:

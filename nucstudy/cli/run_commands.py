@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -19,9 +19,6 @@ from nucstudy.data import ConicData
 from nucstudy.engine.methods import OWN_TRAINING
 from nucstudy.study.experiment import CONFIG_FILE, ExperimentConfig
 from nucstudy.study.presets import preset
-
-if TYPE_CHECKING:
-    pass
 
 
 def train_command(args: argparse.Namespace) -> int:

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from nucstudy.cli.arguments import EXIT_FAILED, UsageError, model_file
 from nucstudy.segment.images import SegmentOptions
-
-if TYPE_CHECKING:
-    pass
 
 
 def segment_command(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -15,9 +15,6 @@ from nucstudy.cli.arguments import (
     read_tiles,
     settings,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def method_settings(items: list[str], flag: str) -> dict[str, dict[str, Any]]:
