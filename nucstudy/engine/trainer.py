@@ -214,7 +214,7 @@ class Trainer:
                 last = self.step >= self.total_steps
                 if self.is_main and (self.epoch % self.config.eval_every == 0 or last):
                     if self.average is not None:
-                        self._refresh_average(self.epoch - 1)
+                        self.refresh_average(self.epoch - 1)
                     row.update(self.validate())
                 self._end_epoch(row)
         finally:
@@ -314,7 +314,7 @@ class Trainer:
         else:
             self.loader.generator.manual_seed(self.config.seed * 100_003 + epoch)
 
-    def _refresh_average(self, epoch: int) -> None:
+    def refresh_average(self, epoch: int) -> None:
         """The weight average's batch-norm statistics over ``epoch``'s training batches (the
         same patches and augmentation; reseeded per epoch, so training goes on unchanged)."""
         self._seed_epoch(epoch)
