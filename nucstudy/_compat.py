@@ -95,6 +95,17 @@ MOVED_NAMES: dict[tuple[str, str], str] = (
         ("nucstudy.experiment", "PRESETS"): "nucstudy.study.presets",
         ("nucstudy.experiment", "collect"): "nucstudy.study.registry",
     }
+    | {
+        ("nucstudy.table1", name): "nucstudy.study.compute_budget"
+        for name in (
+            "BUDGET_FILE",
+            "budget_config",
+            "count_training_multiply_adds",
+            "estimate_minutes",
+            "measure_step_seconds",
+            "training_record",
+        )
+    }
 )
 #: Old modules that are packages now.
 PACKAGES = ("nucstudy.segment", "nucstudy.study")
