@@ -42,7 +42,8 @@ VARIANTS = {
     "no_se": ("seresunet", {"use_se": False}, {}),
     "no_ca": ("seresunet", {"use_ca": False}, {}),
     "hovernet": ("hovernet", {}, OWN_TRAINING["hovernet"]),
-    # the Table I baseline: ResNet-50-FPN, 512 sampled RoIs, images as they are (upscale 1)
+    # the Table I baseline: ResNet-50-FPN, 512 sampled RoIs, images at twice their size (the
+    # model's default upscale 2, so that its anchors cover 20x nuclei)
     "maskrcnn": ("maskrcnn", {}, OWN_TRAINING["maskrcnn"]),
 }
 
