@@ -36,7 +36,8 @@ def built_book(tmp_path_factory) -> Path:
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     executed = [line for line in done.stdout.splitlines() if "Executing notebook" in line]
-    assert not [line for line in executed if "experiments" in line]  # shown as committed
+    # the experiment notebooks (book/experiments/) are shown as committed, never executed
+    assert not [line for line in executed if "/book/experiments/" in line]
     return out / "_build" / "html"
 
 
