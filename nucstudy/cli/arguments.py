@@ -39,6 +39,23 @@ def settings(items: list[str], flag: str) -> dict[str, Any]:
         raise UsageError(str(error)) from None
 
 
+def recipe_settings(ingredients: list[str] | None) -> dict[str, Any]:
+    """The training fields of the study's recipe with ``ingredients`` added
+    (:func:`nucstudy.study.recipe.recipe_changes`); None: no recipe, no changes. An unknown
+    ingredient is a usage error."""
+    if ingredients is None:
+        return {}
+    from nucstudy.study.recipe import INGREDIENTS, recipe_changes
+
+    unknown = [name for name in ingredients if name not in INGREDIENTS]
+    if unknown:
+        raise UsageError(
+            f"--recipe {', '.join(map(repr, unknown))}: known ingredients are "
+            f"{', '.join(map(repr, INGREDIENTS))}"
+        )
+    return recipe_changes(ingredients)
+
+
 def check_source(spec: str) -> None:
     from nucstudy.data import parse_source
 

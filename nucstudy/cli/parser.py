@@ -10,6 +10,13 @@ from nucstudy.postprocess import ROUTES
 from nucstudy.segment.images import SegmentOptions
 from nucstudy.study.presets import PRESETS
 
+#: The help of ``--recipe`` (``train`` and ``table1``).
+RECIPE_HELP = (
+    "train with the study's recipe (HoVer-Net's HV terms, cosine decay, batch 8, lr 2e-3; "
+    "the book's recipe page) and these of its ingredients, e.g. --recipe 'step schedule'; "
+    "--set overrides it"
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
@@ -43,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD=VALUE",
         help="any ExperimentConfig field, e.g. --set class_weights=null",
     )
+    train.add_argument("--recipe", nargs="*", default=None, metavar="INGREDIENT", help=RECIPE_HELP)
     train.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt")
     train.add_argument(
         "--quiet", action="store_true", help="no per-epoch lines and no progress bar"
@@ -105,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="FIELD=VALUE",
         help="a change to the protocol all three share, e.g. --set epochs=20",
+    )
+    table1.add_argument(
+        "--recipe", nargs="*", default=None, metavar="INGREDIENT", help=RECIPE_HELP
     )
     table1.add_argument(
         "--method-set",

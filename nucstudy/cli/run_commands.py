@@ -13,6 +13,7 @@ from nucstudy.cli.arguments import (
     check_run_dirs,
     check_source,
     model_file,
+    recipe_settings,
     settings,
 )
 from nucstudy.data import ConicData
@@ -28,6 +29,7 @@ def train_command(args: argparse.Namespace) -> int:
     changes: dict[str, Any] = {}
     if args.model is not None:  # the model's own loss and class weights unless --set
         changes.update(OWN_TRAINING.get(args.model, {}))
+    changes.update(recipe_settings(args.recipe))
     changes.update(settings(args.set, "--set"))
     for field in ("data", "epochs", "steps", "seed", "device", "model", "postprocess"):
         if getattr(args, field) is not None:

@@ -13,6 +13,7 @@ from nucstudy.cli.arguments import (
     check_run_dirs,
     check_source,
     read_tiles,
+    recipe_settings,
     settings,
 )
 
@@ -45,7 +46,8 @@ def table1_command(args: argparse.Namespace) -> int:
     for method, options in method_settings(args.method_option, "--method-option").items():
         changes.setdefault(method, {})["model_options"] = options
     try:
-        base = table1_base(args.data, args.preset, **settings(args.set, "--set"))
+        protocol = {**recipe_settings(args.recipe), **settings(args.set, "--set")}
+        base = table1_base(args.data, args.preset, **protocol)
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
     out = args.out or Path("runs") / f"table1-{parse_source(args.data)[0]}-{args.preset}"

@@ -15,8 +15,9 @@ to ``lr``); the cosine then spans the steps after the warm-up.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -105,11 +106,31 @@ def weight_average(model: nn.Module, decay: float) -> AveragedModel:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
 
 
-def refresh_batch_norm(model: nn.Module, images: Iterable[torch.Tensor]) -> None:
-    """Recompute ``model``'s batch-norm statistics as the plain mean over ``images``.
+def refresh_batch_norm(
+    model: nn.Module, batches: Iterable[Any], forward: Callable[[nn.Module, Any], object]
+) -> None:
+    """Recompute ``model``'s batch-norm statistics as the plain mean over ``batches``
+    (:func:`torch.optim.swa_utils.update_bn`).
 
     Args:
         model: a network with batch-norm layers (left in the mode it was in).
-        images: batches of training images, each (B, 3, H, W) as the network takes them.
+        batches: training batches, in whatever form ``forward`` takes them.
+        forward: runs one batch through ``model`` in training mode (a detector's forward
+            needs its targets there, so this is the method's training forward, not
+            ``model(images)``); no gradients are kept.
     """
-    torch.optim.swa_utils.update_bn(images, model)
+    with torch.no_grad():
+        torch.optim.swa_utils.update_bn(batches, _TrainingForward(model, forward))
+
+
+class _TrainingForward(nn.Module):
+    """``model`` behind a forward that takes a whole training batch (for ``update_bn``, which
+    calls its module on each item of the loader)."""
+
+    def __init__(self, model: nn.Module, forward: Callable[[nn.Module, Any], object]) -> None:
+        super().__init__()
+        self.model = model
+        self.run = forward
+
+    def forward(self, batch: Any) -> object:
+        return self.run(self.model, batch)

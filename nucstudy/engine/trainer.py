@@ -318,10 +318,10 @@ class Trainer:
         """The weight average's batch-norm statistics over ``epoch``'s training batches (the
         same patches and augmentation; reseeded per epoch, so training goes on unchanged)."""
         self._seed_epoch(epoch)
-        form = self.fast_path.memory_format
-        images = (b["image"].to(self.device).contiguous(memory_format=form) for b in self.loader)
-        with torch.no_grad(), self.fast_path.autocast():
-            refresh_batch_norm(self.average.module, images)
+        refresh_batch_norm(self.average.module, self.loader, self._training_forward)
+
+    def _training_forward(self, network: nn.Module, batch: dict[str, Any]) -> object:
+        return self.method.loss_terms(network, batch, self.device, self.fast_path)
 
     @property
     def kept_model(self) -> nn.Module:

@@ -212,3 +212,21 @@ def test_training_minutes_sum_segments_and_read_old_env_files():
         {"started": "2026-12-02T09:00:00+0000", "finished": "2026-12-02T09:45:00+0000"},
     ]
     assert training_minutes({"segments": segments}) == 65
+
+
+def test_a_detector_keeps_a_weight_average_too(tmp_path):
+    """Mask R-CNN's forward needs its targets in training mode: the average's batch-norm
+    statistics are recomputed through the method's training forward, not model(images)."""
+    from nucstudy.engine.trainer import Trainer
+
+    config = _steps_config(
+        ema_decay=0.5,
+        model="maskrcnn",
+        loss="maskrcnn",
+        class_weights=None,
+        model_options={"backbone": "resnet18", "upscale": 1.0},
+    )
+    trainer = Trainer(config, run_dir=tmp_path, progress=False)
+    trainer.fit()
+    norms = [m for m in trainer.kept_model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(int(m.num_batches_tracked) > 0 for m in norms)  # recomputed

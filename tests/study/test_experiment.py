@@ -87,3 +87,26 @@ def test_collect_lists_finished_and_pending_runs(tmp_path):
     assert table.loc["done", "mpq+"] == 0.4 and table.loc["done", "epochs_done"] == 2
     assert pd.isna(table.loc["pending", "mpq+"]) and table.loc["pending", "epochs_done"] == 0
     assert table.loc["done", "model.width"] == 8
+
+
+def test_the_recipe_flag_gives_the_studys_recipe_and_set_overrides_it(monkeypatch, capsys):
+    import nucstudy.engine.trainer as trainer_module
+    from nucstudy.cli import main
+    from nucstudy.study.recipe import HV_TERMS
+
+    class Built(Exception):
+        """Raised where the Trainer would start: the config is what is checked."""
+
+    def capture(config, resume=False, progress=True):
+        raise Built(config)
+
+    monkeypatch.setattr(trainer_module, "Trainer", capture)
+    with pytest.raises(Built) as built:
+        main(["train", "--preset", "smoke", "--recipe", "ema", "--set", "lr=0.001"])
+    config = built.value.args[0]
+    assert config.loss_weights == HV_TERMS and config.lr_schedule == "cosine"
+    assert config.ema_decay == 0.999 and config.lr == 0.001  # --set over the recipe
+    assert config.model_options == {"width": 8, "depth": 3}  # the preset's network
+    assert main(["train", "--preset", "smoke", "--recipe", "warm restarts"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "'warm restarts'" in error and "'ema'" in error

@@ -197,3 +197,18 @@ def test_training_record_says_whether_validation_was_still_rising(tmp_path):
         assert (record["steps"], record["images seen"], record["budget min"]) == (15, 60, 120)
     history.to_csv(tmp_path / "history.csv", index=False)
     assert compute_budget.training_record(tmp_path, None)["still improving"] == "not validated"
+
+
+def test_the_table1_command_shares_the_recipe_among_the_methods(monkeypatch, tmp_path):
+    shared = {}
+
+    def capture(base, out, changes, **kwargs):
+        shared["base"] = base
+        return pd.DataFrame({"method": [], "status": []})
+
+    monkeypatch.setattr(table1, "run_table1", capture)
+    argv = ["table1", "--data", "synthetic", "--preset", "cpu-demo", "--out", str(tmp_path)]
+    assert main([*argv, "--recipe", "--set", "steps=300"]) == 0
+    base = shared["base"]
+    assert base.loss_weights == {"hv_mse": 2.0, "hv_msge": 1.0} and base.steps == 300
+    assert base.lr_schedule == "cosine" and base.ema_decay is None
