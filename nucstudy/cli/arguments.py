@@ -45,15 +45,12 @@ def recipe_settings(ingredients: list[str] | None) -> dict[str, Any]:
     ingredient is a usage error."""
     if ingredients is None:
         return {}
-    from nucstudy.study.recipe import INGREDIENTS, recipe_changes
+    from nucstudy.study.recipe import recipe_changes
 
-    unknown = [name for name in ingredients if name not in INGREDIENTS]
-    if unknown:
-        raise UsageError(
-            f"--recipe {', '.join(map(repr, unknown))}: known ingredients are "
-            f"{', '.join(map(repr, INGREDIENTS))}"
-        )
-    return recipe_changes(ingredients)
+    try:
+        return recipe_changes(ingredients)
+    except ValueError as error:
+        raise UsageError(f"--recipe: {error}") from None
 
 
 def check_source(spec: str) -> None:

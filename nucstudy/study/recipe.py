@@ -292,7 +292,10 @@ def recipe_changes(ingredients: list[str]) -> dict[str, Any]:
     """
     unknown = [arm for arm in ingredients if arm not in INGREDIENTS]
     if unknown:
-        raise ValueError(f"unknown recipe arm(s) {', '.join(map(repr, unknown))}")
+        raise ValueError(
+            f"unknown recipe arm(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(map(repr, INGREDIENTS))}"
+        )
     changes = {key: value for arm in ingredients for key, value in INGREDIENTS[arm][1].items()}
     config = recipe_config("reference", 0, "runs").replace(**changes)
     return {field: getattr(config, field) for field in RECIPE_FIELDS}
