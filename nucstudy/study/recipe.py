@@ -27,10 +27,7 @@ import pandas as pd
 
 from nucstudy.engine.run_folder import CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE
 from nucstudy.study.experiment import ExperimentConfig
-from nucstudy.study.presets import preset
-
-#: HoVer-Net's HV terms as term weights of the paper's loss: HV MSE twice, plus MSGE.
-HV_TERMS: dict[str, float] = {"hv_mse": 2.0, "hv_msge": 1.0}
+from nucstudy.study.presets import HV_TERMS, preset
 
 #: The reference arm's changes to the ``cpu-demo`` preset.
 RECIPE_BASE: dict[str, Any] = {
