@@ -25,9 +25,10 @@ from typing import Any
 
 import pandas as pd
 
-from nucstudy.engine.run_folder import CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE
+from nucstudy.engine.run_folder import CONFIG_FILE, HISTORY_FILE, METRICS_FILE
 from nucstudy.study.experiment import ExperimentConfig
 from nucstudy.study.presets import HV_TERMS, preset
+from nucstudy.study.resumable import train_and_score
 
 #: The reference arm's changes to the ``cpu-demo`` preset.
 RECIPE_BASE: dict[str, Any] = {
@@ -96,51 +97,13 @@ def recipe_plan(
     return [(arm, seed, recipe_config(arm, seed, out_root)) for arm in arms for seed in seeds]
 
 
-def run_state(config: ExperimentConfig) -> str:
-    """``"scored"``, ``"trained"`` (not scored), ``"partial"`` (resumable) or ``"new"``."""
-    folder = config.run_dir
-    if (folder / CONFIG_FILE).is_file() and ExperimentConfig.load(folder / CONFIG_FILE) != config:
-        raise ValueError(f"{folder}: holds a run of another config; move it or choose --out")
-    if (folder / METRICS_FILE).is_file():
-        return "scored"
-    if not (folder / "checkpoints" / "last.pt").is_file():
-        return "new"
-    history = pd.read_csv(folder / HISTORY_FILE)
-    planned = json.loads((folder / ENV_FILE).read_text())["total_steps"]  # the Trainer's record
-    done = "step" in history.columns and int(history["step"].iloc[-1]) >= planned
-    return "trained" if done else "partial"
-
-
 def run_recipe(
     arms: list[str], seeds: list[int], out_root: str | os.PathLike, progress: bool = True
 ) -> None:
     """Train and score every run of the plan that is not scored yet, one after another
     (:func:`train_and_score`)."""
     for arm, seed, config in recipe_plan(arms, seeds, out_root):
-        train_and_score(config, f"{arm}, seed {seed}", progress)
-
-
-def train_and_score(config: ExperimentConfig, label: str, progress: bool = True) -> None:
-    """Train ``config`` unless it is scored, then score it on CoNSeP's test split
-    (``metrics.json``). A run interrupted part-way resumes from its last checkpoint; a scored
-    run is left as it is."""
-    from nucstudy.engine.trainer import Trainer
-    from nucstudy.study.evaluate import evaluate
-
-    state = run_state(config)
-    if state == "scored":
-        return
-    if progress:
-        print(f"[recipe] {label}: {state} -> {config.run_dir}", flush=True)
-    if state in ("new", "partial"):
-        Trainer(config, resume=state == "partial", progress=progress).fit()
-    evaluate(
-        config.run_dir,
-        config.open_data("test"),
-        device=config.device,
-        data_name=f"{config.data} (test)",
-        progress=progress,
-    )
+        train_and_score(config, f"[recipe] {arm}, seed {seed}", progress)
 
 
 def long_run_config(
@@ -359,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[recipe] chosen on validation: {', '.join(ingredients) or 'the reference alone'}")
     for seed in args.seeds:
         config = long_run_config(args.long, args.steps, seed, args.out, ingredients)
-        train_and_score(config, f"{args.long}, {args.steps} steps, seed {seed}")
+        train_and_score(config, f"[recipe] {args.long}, {args.steps} steps, seed {seed}")
     return 0
 
 

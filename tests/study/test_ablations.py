@@ -4,8 +4,20 @@ import json
 
 import pytest
 
-from nucstudy.study.ablations import ABLATIONS, ablation_config, ablation_plan, reusable_run
+from nucstudy.study import ablations
+from nucstudy.study.ablations import (
+    ABLATIONS,
+    ADOPTED_FILE,
+    ablation_config,
+    ablation_plan,
+    adopt_run,
+    recipe_base,
+    recipe_extra,
+    reusable_run,
+)
 from nucstudy.study.presets import preset
+from nucstudy.study.recipe import recipe_config
+from nucstudy.study.resumable import run_state
 
 
 def test_each_variant_changes_one_thing():
@@ -44,3 +56,49 @@ def test_a_finished_run_of_the_same_config_is_reused(tmp_path):
 def test_the_paper_preset_compiles_and_the_short_presets_do_not():
     assert preset("paper").compile
     assert not preset("cpu-demo").compile and not preset("smoke").compile
+
+
+def test_at_the_recipe_the_full_model_is_the_recipes_reference_arm(tmp_path):
+    extra = recipe_extra([])
+    assert extra["steps"] == 5000 and "data" not in extra and "resample" not in extra
+    assert recipe_extra(["ema"])["ema_decay"] == 0.999
+    # what the notebook makes from its parameters and extra, and what main() trains
+    notebook = preset("cpu-demo").replace(
+        data="consep:../shared/data/consep256", resample=True, out_root=str(tmp_path), **extra
+    )
+    assert notebook == recipe_base([], tmp_path)
+    full = ablation_config(recipe_base([], tmp_path), "full", 1)
+    assert full == recipe_config("reference", 1, tmp_path).replace(name="full-seed1")
+
+
+def _scored(config):
+    config.run_dir.mkdir(parents=True)
+    config.save(config.run_dir / "config.json")
+    (config.run_dir / "metrics.json").write_text(json.dumps({"overall": {"pq": 0.4}}))
+    (config.run_dir / "checkpoints").mkdir()
+    (config.run_dir / "checkpoints" / "best.pt").write_bytes(b"weights")
+    return config.run_dir
+
+
+def test_an_adopted_run_counts_as_the_variants_run_without_its_checkpoints(tmp_path):
+    arm = _scored(recipe_config("reference", 0, tmp_path / "arms"))
+    full = ablation_config(recipe_base([], tmp_path / "abl"), "full", 0)
+    assert not adopt_run(arm, ablation_config(recipe_base(["ema"], tmp_path / "x"), "full", 0))
+    assert adopt_run(arm, full)
+    assert run_state(full) == "scored" and not (full.run_dir / "checkpoints").exists()
+    assert json.loads((full.run_dir / ADOPTED_FILE).read_text())["from"] == str(arm)
+    assert not adopt_run(arm, full)  # taken
+
+
+def test_main_trains_every_chosen_variant_and_seed_after_adopting_the_full_runs(
+    tmp_path, monkeypatch
+):
+    _scored(recipe_config("reference", 0, tmp_path / "arms"))
+    trained = []
+    monkeypatch.setattr(ablations, "train_and_score", lambda config, label: trained.append(config))
+    argv = ["--out", str(tmp_path / "abl"), "--seeds", "0", "1", "--full-from"]
+    assert ablations.main([*argv, str(tmp_path / "arms"), "--variants", "full", "no CA"]) == 0
+    assert [c.name for c in trained] == ["full-seed0", "no-CA-seed0", "full-seed1", "no-CA-seed1"]
+    assert (tmp_path / "abl" / "full-seed0" / ADOPTED_FILE).is_file()
+    assert not (tmp_path / "abl" / "full-seed1").exists()  # no arm to adopt: trained
+    assert all(c.steps == 5000 and c.resample for c in trained)

@@ -19,9 +19,9 @@ from nucstudy.study.recipe import (
     recipe_config,
     recipe_table,
     run_name,
-    run_state,
     validation_gain,
 )
+from nucstudy.study.resumable import run_state
 
 
 def _changed_fields(arm: str, tmp_path: Path) -> set[str]:
