@@ -11,6 +11,7 @@ reads back how long a finished run trained and what a training patch cost
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import time
@@ -73,21 +74,26 @@ def budgeted_config(
     config: ExperimentConfig, method: str, root: Path, minutes: float, progress: bool
 ) -> ExperimentConfig:
     """The method's config under the compute budget: its steps measured once and kept in
-    ``root/budget.json`` (method -> minutes, step seconds, steps, threads)."""
+    ``root/budget.json`` (method -> minutes, step seconds, threads), so that a run resumed in
+    a later session keeps its length. Processes that train other methods into the same
+    ``root`` side by side take turns to read and write the file (a lock beside it)."""
     import torch
 
     from nucstudy.engine.trainer import Trainer
 
     path = root / BUDGET_FILE
-    budgets = json.loads(path.read_text()) if path.is_file() else {}
-    key = f"{method}-seed{config.seed}"
-    record = budgets.get(key)
-    if record is None or record["minutes"] != minutes:
-        seconds = measure_step_seconds(Trainer(config, progress=False), steps=3)
-        record = {"minutes": minutes, "step_seconds": seconds, "threads": torch.get_num_threads()}
-        budgets[key] = record
-        root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(budgets, indent=2) + "\n")
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{BUDGET_FILE}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        budgets = json.loads(path.read_text()) if path.is_file() else {}
+        key = f"{method}-seed{config.seed}"
+        record = budgets.get(key)
+        if record is None or record["minutes"] != minutes:
+            seconds = measure_step_seconds(Trainer(config, progress=False), steps=3)
+            threads = torch.get_num_threads()
+            record = {"minutes": minutes, "step_seconds": seconds, "threads": threads}
+            budgets[key] = record
+            atomic_write_text(path, json.dumps(budgets, indent=2) + "\n")
     budgeted, steps = budget_config(config, minutes, record["step_seconds"])
     if progress:
         print(

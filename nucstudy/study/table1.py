@@ -53,6 +53,7 @@ from nucstudy.study.experiment import (
     ExperimentConfig,
 )
 from nucstudy.study.presets import preset
+from nucstudy.study.resumable import train_and_score
 
 #: method -> its label in the table, the stem of its run folder and what defines it.
 METHODS: dict[str, dict[str, Any]] = {
@@ -191,8 +192,6 @@ def run_table1(
     Returns:
         The table (see :func:`table1_rows`), also written to ``root/table1.csv``.
     """
-    from nucstudy.study.evaluate import train_and_evaluate
-
     root = Path(root)
     base = base.replace(out_root=str(root))
     method_changes = method_changes or {}
@@ -222,9 +221,7 @@ def run_table1(
                 if progress:
                     print(f"[table1] {method}: {skipped[method]}", flush=True)
                 continue
-        if progress:
-            print(f"[table1] {method}: training {config.run_dir}", flush=True)
-        train_and_evaluate(config, progress=progress)
+        train_and_score(config, f"[table1] {method}", progress)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / SKIPPED_FILE, json.dumps(skipped, indent=2) + "\n")
     table = table1_rows(root, n_boot=n_boot, seed=base.seed)

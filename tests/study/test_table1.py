@@ -1,6 +1,8 @@
 """Table I: one protocol for three methods, departures named per row, the table command."""
 
 import json
+import threading
+import time
 
 import pandas as pd
 import pytest
@@ -84,9 +86,32 @@ def test_run_table1_trains_the_three_scores_them_and_reuses_runs(tmp_path, monke
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run of the same config was trained again")
 
-    monkeypatch.setattr("nucstudy.study.evaluate.train_and_evaluate", no_training)
+    monkeypatch.setattr(table1, "train_and_score", no_training)
     again = run_table1(base, tmp_path, SMALL, n_boot=50, progress=False)
     assert again["mPQ+"].tolist() == pytest.approx(table["mPQ+"].tolist())
+
+
+def test_a_run_stopped_part_way_resumes_in_the_next_session(tmp_path, monkeypatch):
+    from nucstudy.engine.trainer import Trainer
+
+    end_epoch = Trainer._end_epoch
+
+    def stop_after_first(self, row):
+        end_epoch(self, row)
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+
+    base = table1_base("synthetic", "smoke", device="cpu")
+    monkeypatch.setattr(Trainer, "_end_epoch", stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        run_table1(base, tmp_path, methods=("proposed",), progress=False)
+    monkeypatch.setattr(Trainer, "_end_epoch", end_epoch)
+    table = run_table1(base, tmp_path, methods=("proposed",), n_boot=20, progress=False)
+    assert table.set_index("method").loc[METHODS["proposed"]["label"], "status"] == "done"
+    folder = tmp_path / "full-seed0"
+    assert pd.read_csv(folder / "history.csv")["epoch"].tolist() == [1, 2]
+    segments = json.loads((folder / "env.json").read_text())["segments"]
+    assert [s["from_step"] for s in segments] == [0, segments[0]["to_step"]]
 
 
 def test_a_method_over_budget_is_not_trained_and_its_row_says_why(tmp_path, monkeypatch):
@@ -179,13 +204,39 @@ def test_equal_compute_gives_each_method_the_steps_its_step_time_buys(tmp_path, 
 
     monkeypatch.setattr(compute_budget, "measure_step_seconds", no_measure)
     monkeypatch.setattr(
-        "nucstudy.study.evaluate.train_and_evaluate",
+        table1,
+        "train_and_score",
         lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")),
     )
     again = run_table1(
         base, tmp_path, methods=methods, compute_minutes=0.1, n_boot=20, progress=False
     )
     assert again["mPQ+"].tolist() == pytest.approx(table["mPQ+"].tolist(), nan_ok=True)
+
+
+def test_runs_side_by_side_keep_every_measured_budget(tmp_path, monkeypatch):
+    """Two processes training other methods into one folder: neither loses the other's
+    record of budget.json (without it, a resumed run would get another length)."""
+
+    def slow_measure(trainer, steps):
+        time.sleep(0.3)  # both read the file before either writes, without the lock
+        return 1.0
+
+    monkeypatch.setattr(compute_budget, "measure_step_seconds", slow_measure)
+    base = table1_base("synthetic", "smoke", device="cpu")
+    configs = {m: table1.method_config(base.replace(out_root=str(tmp_path)), m) for m in METHODS}
+    threads = [
+        threading.Thread(
+            target=compute_budget.budgeted_config, args=(config, method, tmp_path, 1.0, False)
+        )
+        for method, config in configs.items()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    budgets = json.loads((tmp_path / "budget.json").read_text())
+    assert set(budgets) == {f"{method}-seed0" for method in METHODS}
 
 
 def test_training_record_says_whether_validation_was_still_rising(tmp_path):
