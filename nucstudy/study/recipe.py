@@ -215,30 +215,48 @@ RECIPE_FIELDS = (
 )  # fmt: skip
 
 
-def chosen_ingredients(scores: pd.DataFrame, min_gain: float = MIN_GAIN) -> list[str]:
-    """The ingredients the best recipe takes, chosen on the validation tiles alone.
+#: What :func:`ingredient_verdicts` says of a candidate arm.
+CHOSEN, NOT_CHOSEN, UNDECIDED = "chosen", "not chosen", "undecided"
 
-    An arm joins when its validation mPQ+ is above the reference's on every seed both have
-    (at least two; paired by seed, since each seed holds out its own tiles) and by at least
-    ``min_gain`` on average. Arms of :data:`NOT_CANDIDATES` never join.
+
+def ingredient_verdicts(scores: pd.DataFrame, min_gain: float = MIN_GAIN) -> dict[str, str]:
+    """Whether each candidate arm joins the recipe, chosen on the validation tiles alone.
+
+    An arm joins (:data:`CHOSEN`) when its validation mPQ+ is above the reference's on every
+    seed both have (at least two; paired by seed, since each seed holds out its own tiles)
+    and by at least ``min_gain`` on average. It cannot join (:data:`NOT_CHOSEN`) once it is
+    below on any seed, or when two or more seeds give less than ``min_gain`` on average;
+    with fewer than two seeds and none below it is :data:`UNDECIDED`.
 
     Args:
         scores: :func:`recipe_table`'s rows.
         min_gain: the least mean gain (mPQ+, unitless).
 
     Returns:
-        The chosen arms, in the order of :data:`INGREDIENTS` (empty: the reference stands).
+        Candidate arm -> verdict, in the order of :data:`INGREDIENTS` (arms of
+        :data:`NOT_CANDIDATES` left out).
     """
     reference = scores[scores["arm"] == "reference"].set_index("seed")["val mPQ+"]
-    chosen = []
+    verdicts = {}
     for arm in INGREDIENTS:
+        if arm in NOT_CANDIDATES:
+            continue
         rows = scores[scores["arm"] == arm].set_index("seed")["val mPQ+"]
         paired = (rows - reference.reindex(rows.index)).dropna()
-        if arm in NOT_CANDIDATES or len(paired) < 2:
-            continue
-        if (paired > 0).all() and paired.mean() >= min_gain:
-            chosen.append(arm)
-    return chosen
+        if (paired <= 0).any():
+            verdicts[arm] = NOT_CHOSEN
+        elif len(paired) < 2:
+            verdicts[arm] = UNDECIDED
+        else:
+            verdicts[arm] = CHOSEN if paired.mean() >= min_gain else NOT_CHOSEN
+    return verdicts
+
+
+def chosen_ingredients(scores: pd.DataFrame, min_gain: float = MIN_GAIN) -> list[str]:
+    """The ingredients the best recipe takes (:func:`ingredient_verdicts` says
+    :data:`CHOSEN`), in the order of :data:`INGREDIENTS`; empty: the reference stands."""
+    verdicts = ingredient_verdicts(scores, min_gain)
+    return [arm for arm, verdict in verdicts.items() if verdict == CHOSEN]
 
 
 def recipe_changes(ingredients: list[str]) -> dict[str, Any]:

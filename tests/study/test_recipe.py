@@ -15,6 +15,7 @@ from nucstudy.study.recipe import (
     INGREDIENTS,
     TUNED,
     chosen_ingredients,
+    ingredient_verdicts,
     recipe_changes,
     recipe_config,
     recipe_table,
@@ -141,6 +142,12 @@ def test_an_ingredient_joins_the_recipe_only_if_it_helps_on_every_seed_by_enough
     )
     assert chosen_ingredients(scores) == ["ema"]
     assert chosen_ingredients(scores, min_gain=0.003) == ["rare sampling", "ema"]
+    verdicts = ingredient_verdicts(scores)
+    assert verdicts["keep ratio"] == "undecided" and verdicts["dice present"] == "not chosen"
+    assert verdicts["rare sampling"] == "not chosen" and "1,260 steps" not in verdicts
+    assert verdicts["batch 16"] == "undecided"  # no seed yet
+    down_once = _val_scores({"crop 96": [-0.001]})
+    assert ingredient_verdicts(down_once)["crop 96"] == "not chosen"  # can no longer join
 
 
 def test_recipe_changes_carry_the_training_and_leave_the_network_and_length_to_the_caller():
