@@ -55,11 +55,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: Pages (paths under the built ``html`` folder) that failed when this test was written
 #: (they are being fixed). Remove a page once it passes: the test then demands it.
 KNOWN_FAILING: set[str] = {
-    "book/experiments/synthetic/train.html",
     "book/experiments/consep/train.html",
-    "book/experiments/consep/ablations.html",
     "book/experiments/consep-paper/train.html",
-    "book/experiments/consep-paper/ablations.html",
 }
 
 #: Rows a table may show at once; a longer one belongs in a collapsed or scrolling output.
