@@ -106,6 +106,11 @@ MOVED_NAMES: dict[tuple[str, str], str] = (
             "training_record",
         )
     }
+    | {
+        ("nucstudy.recipe", name): "nucstudy.study.resumable"
+        for name in ("run_state", "train_and_score")
+    }
+    | {("nucstudy.recipe", "HV_TERMS"): "nucstudy.study.presets"}
 )
 #: Old modules that are packages now.
 PACKAGES = ("nucstudy.segment", "nucstudy.study")
