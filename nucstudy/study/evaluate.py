@@ -348,10 +348,18 @@ def train_and_evaluate(
     from nucstudy.engine.trainer import Trainer
 
     Trainer(config, progress=progress).fit()
-    test = config.open_data(test_split)
+    return score_on_test(config, test_split, progress)
+
+
+def score_on_test(
+    config: ExperimentConfig, test_split: str = "test", progress: bool = True
+) -> dict[str, Any]:
+    """Score the trained run of ``config`` (its best checkpoint) on its source's
+    ``test_split`` (see :func:`train_and_evaluate`); returns the metrics dict written to
+    ``<run_dir>/metrics.json``."""
     return evaluate(
         config.run_dir,
-        test,
+        config.open_data(test_split),
         device=config.device,
         data_name=f"{config.data} ({test_split})",
         progress=progress,

@@ -41,7 +41,7 @@ def train_and_score(config: ExperimentConfig, label: str, progress: bool = True)
     (``metrics.json``). A run interrupted part-way resumes from its last checkpoint; a scored
     run is left as it is. ``label`` starts the progress line (``"[recipe] ema, seed 0"``)."""
     from nucstudy.engine.trainer import Trainer
-    from nucstudy.study.evaluate import evaluate
+    from nucstudy.study.evaluate import score_on_test
 
     state = run_state(config)
     if state == "scored":
@@ -50,10 +50,4 @@ def train_and_score(config: ExperimentConfig, label: str, progress: bool = True)
         print(f"{label}: {state} -> {config.run_dir}", flush=True)
     if state in ("new", "partial"):
         Trainer(config, resume=state == "partial", progress=progress).fit()
-    evaluate(
-        config.run_dir,
-        config.open_data("test"),
-        device=config.device,
-        data_name=f"{config.data} (test)",
-        progress=progress,
-    )
+    score_on_test(config, progress=progress)
