@@ -72,6 +72,8 @@ REMEDIES = {
     "synth": "synthetic",
     "b8": "batch 8",
 }
+#: Arms of the recipe runs (``results/runs/consep-recipe``), named by what they are as a whole.
+RECIPE_ARMS = {"reference": ("proposed network", ["study recipe"])}
 #: The change named for rows post-processed with a run's tuned thresholds.
 TUNED = "tuned thresholds"
 #: The changes of a run trained and post-processed as the paper says.
@@ -104,10 +106,14 @@ def arm_words(arm: str) -> tuple[str, list[str]]:
     """An arm's network and changes in words: ``"full-stainstrong-scale"`` ->
     ``("proposed network", ["strong stain", "wide rescale"])``.
 
-    The network is the longest key of :data:`NETWORKS` the arm starts with (an unknown one
-    is the arm's first word); each later word is looked up in :data:`REMEDIES` (an unknown
-    word is kept as it is).
+    A recipe arm (:data:`RECIPE_ARMS`) is named as a whole. Otherwise the network is the
+    longest key of :data:`NETWORKS` the arm starts with (an unknown one is the arm's first
+    word); each later word is looked up in :data:`REMEDIES` (an unknown word is kept as it
+    is).
     """
+    if arm in RECIPE_ARMS:
+        network, words = RECIPE_ARMS[arm]
+        return network, list(words)
     bases = [b for b in NETWORKS if arm == b or arm.startswith(b + "-")]
     base = max(bases, key=len) if bases else arm.split("-")[0]
     rest = arm[len(base) + 1 :]

@@ -14,6 +14,10 @@ STUDY_MODEL = RESULTS_DIR / "models" / "consep-cpu-demo.pt"
 #: The same network trained with strong stain augmentation and a wider rescale: worse on
 #: CoNSeP, far better on tissue unlike it (the book's out-of-domain page).
 ROBUST_MODEL = RESULTS_DIR / "models" / "consep-cpu-demo-robust.pt"
+#: The committed run folders the two files were exported from (config, history, metrics on
+#: CoNSeP's whole test split; the checkpoints themselves are not committed).
+STUDY_MODEL_RUN = RESULTS_DIR / "runs" / "consep-recipe" / "reference-seed0"
+ROBUST_MODEL_RUN = RESULTS_DIR / "runs" / "consep" / "full-stainstrong-scale-seed0"
 #: Where the study's CoNSeP-256 patches are found when nothing else is said.
 DEFAULT_CONSEP_DIR = REPO_ROOT.parent / "shared" / "data" / "consep256"
 

@@ -376,6 +376,6 @@ def test_the_robust_model_finds_the_nuclei_of_unseen_tissue(model, cpm15_dir):
         name: agnostic_scores(segment_image(m, tile.image, tile.mpp).inst_map, tile.labels)
         for name, m in (("default", model), ("robust", robust))
     }
-    assert scores["default"]["predicted"] < 0.25 * scores["default"]["true"]
+    assert scores["default"]["missed"] > 0.75 * scores["default"]["true"]  # matches few
     assert scores["robust"]["predicted"] > 0.6 * scores["robust"]["true"]
     assert scores["robust"]["pq"] > scores["default"]["pq"] + 0.2

@@ -98,6 +98,7 @@ def test_arm_words_takes_the_longest_network_and_keeps_unknown_words():
         ["strong stain", "wide rescale", "mystery"],
     )
     assert arm_words("unet-stain") == ("unet", ["stain aug."])
+    assert arm_words("reference") == ("proposed network", ["study recipe"])  # a recipe arm
 
 
 def test_label_runs_names_the_floor_and_adds_tuned_thresholds_to_the_changes(table):
