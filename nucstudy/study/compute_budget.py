@@ -74,9 +74,11 @@ def budgeted_config(
     config: ExperimentConfig, method: str, root: Path, minutes: float, progress: bool
 ) -> ExperimentConfig:
     """The method's config under the compute budget: its steps measured once and kept in
-    ``root/budget.json`` (method -> minutes, step seconds, threads), so that a run resumed in
-    a later session keeps its length. Processes that train other methods into the same
-    ``root`` side by side take turns to read and write the file (a lock beside it)."""
+    ``root/budget.json`` (method and seed -> minutes, step seconds, threads), so that a run
+    resumed in a later session keeps its length. Another seed of a method already measured
+    under the same budget reuses that measurement, so that the method's seeds are
+    step-matched. Processes that train other methods into the same ``root`` side by side
+    take turns to read and write the file (a lock beside it)."""
     import torch
 
     from nucstudy.engine.trainer import Trainer
@@ -87,11 +89,17 @@ def budgeted_config(
         fcntl.flock(lock, fcntl.LOCK_EX)
         budgets = json.loads(path.read_text()) if path.is_file() else {}
         key = f"{method}-seed{config.seed}"
-        record = budgets.get(key)
-        if record is None or record["minutes"] != minutes:
+        measured = [
+            budgets[k]
+            for k in (key, *sorted(budgets))
+            if k in budgets and k.startswith(f"{method}-seed") and budgets[k]["minutes"] == minutes
+        ]
+        record = measured[0] if measured else None
+        if record is None:
             seconds = measure_step_seconds(Trainer(config, progress=False), steps=3)
             threads = torch.get_num_threads()
             record = {"minutes": minutes, "step_seconds": seconds, "threads": threads}
+        if budgets.get(key) != record:
             budgets[key] = record
             atomic_write_text(path, json.dumps(budgets, indent=2) + "\n")
     budgeted, steps = budget_config(config, minutes, record["step_seconds"])

@@ -12,7 +12,7 @@ the test split with the same metrics, and writes ``table1.csv`` there; under a t
 it first measures what each missing method would cost and trains only what fits,
 recording why the rest was not trained (``table1_skipped.json``). :func:`table1_rows`
 reads a registry folder back as the table (the ``nucstudy table1`` command and the Table I
-notebook both use it).
+notebook both use it), :func:`table1_seed_rows` with every seed trained there.
 
 Equal compute (``compute_minutes``): on hardware where the paper's protocol (the same epochs
 for every method) would give the cheap network many times the training of the expensive
@@ -29,6 +29,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +295,32 @@ def table1_rows(
                 row["GMACs counted"] = f"afterwards, on {side} px synthetic patches"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def table1_seed_rows(
+    root: str | os.PathLike,
+    seeds: Sequence[int] = (0,),
+    runs: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """The Table I rows of several seeds of one registry folder, with a column ``seed``.
+
+    The first seed gives a row for every method, finished or not (with its status), the
+    later seeds only the runs begun there, so that a folder trained with one seed shows no
+    rows for seeds nobody started; a folder with no Table I run at all gives no rows.
+
+    Args:
+        root: the registry folder.
+        seeds: the seeds, first the one every method is expected to have.
+        runs: method -> run folder name of the first seed, where not :func:`run_name`.
+        **kwargs: ``n_boot``, ``bootstrap_by``, ``route`` of :func:`table1_rows`.
+    """
+    root = Path(root)
+    frames, any_begun = [], False
+    for index, seed in enumerate(seeds):
+        rows = table1_rows(root, seed=seed, runs=runs if index == 0 else None, **kwargs)
+        begun = rows["run"].map(lambda run: (root / run / CONFIG_FILE).is_file()).astype(bool)
+        any_begun = any_begun or bool(begun.any())
+        frames.append((rows if index == 0 else rows[begun]).assign(seed=seed))
+    table = pd.concat(frames, ignore_index=True)
+    return table if any_begun else table.iloc[:0]

@@ -4,14 +4,19 @@
 intervals, provenance, training). The Table I page opens with what carries the claim and
 keeps the rest for the reader who wants it:
 
-- :func:`answer_table`: the paper's mPQ+ and R² of each method, then ours on each data set
-  with 95 % intervals, optimiser steps and training minutes;
-- :func:`plot_answer`: our mPQ+ with its interval beside the paper's, as a figure;
+- :func:`answer_table`: the paper's mPQ+ and R² of each method, then ours on each data set:
+  the mean and standard deviation over seeds beside each seed's 95 % interval, optimiser
+  steps and training minutes;
+- :func:`plot_answer`: our mPQ+, one point per seed with its interval, beside the paper's;
 - :func:`interval_sentence`: over what the intervals were drawn, generated from the rows;
 - :func:`order_sentences`: per data set, whether the proposed model's mPQ+ is above or below
-  each baseline's and whether their intervals overlap, generated from the rows;
-- :func:`provenance_table`: where one data set's rows come from, one column per method,
-  every value as text (counts as integers).
+  each baseline's, and whether the difference exceeds twice the seed spread (with one seed
+  each: whether the intervals overlap), generated from the rows;
+- :func:`provenance_table`: where one data set's rows come from, one column per run, every
+  value as text (counts as integers).
+
+The rows may hold several seeds of a method (column ``seed``,
+:func:`nucstudy.study.table1.table1_seed_rows`); without that column each row is one run.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from nucstudy.study.report import MISSING, number_text
+from nucstudy.study.report import MISSING, mean_std, number_text
+from nucstudy.study.verdicts import SPREAD_FACTOR, spread_verdicts
 
 #: The paper's Table I (CoNIC): method label -> (mPQ+, R²).
 PUBLISHED: dict[str, tuple[float, float]] = {
@@ -69,69 +75,96 @@ def _interval(text: Any) -> tuple[float, float]:
     return low, high
 
 
-def _score(row: pd.Series, metric: str) -> str:
-    """``"0.2192 [0.196, 0.259]"`` for a finished row, its status otherwise."""
-    if row.get("status") != "done":
-        return str(row.get("status", MISSING)).split(":")[0]
-    return f"{row[metric]:.4f} {row[f'{metric} 95% CI']}"
+def _runs(rows: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
+    """The rows grouped by (data set, method), in order of first appearance."""
+    return list(rows.groupby(["data set", "method"], sort=False))
+
+
+def _span(values: pd.Series, decimals: int) -> str:
+    """One count as text, or ``low–high`` where the seeds differ; a dash where missing."""
+    finite = values.dropna()
+    if finite.empty:
+        return MISSING
+    low, high = (number_text(v, decimals) for v in (finite.min(), finite.max()))
+    return low if low == high else f"{low}–{high}"
 
 
 def answer_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """The paper's rows, then ours: one row per data set and method.
+    """The paper's rows, then ours: one row per data set and method, over its seeds.
 
     Args:
-        rows: :func:`nucstudy.study.table1.table1_rows` of one or more registry folders
-            (column ``data set`` tells them apart).
+        rows: :func:`nucstudy.study.table1.table1_seed_rows` (or ``table1_rows``) of one or
+            more registry folders (column ``data set`` tells them apart; several rows of a
+            method are its seeds).
 
     Returns:
         Columns ``data set`` (``paper (CoNIC)`` for the published rows), ``method``,
-        ``mPQ+ [95% CI]``, ``R² [95% CI]``, ``steps`` and ``train min``; all text. A method
+        ``seeds`` (finished runs, ``"1 of 2"`` where one is not), ``mPQ+`` and ``R²`` (the
+        mean, ``± sd`` over seeds where there are two or more), ``mPQ+ 95% CI`` (each
+        seed's bootstrap interval), ``steps`` and ``train min``; all text. A method
         without a finished run shows its status ("pending", "not trained here") instead of
         its scores; what a row does not record is a dash.
     """
     table = [
-        {"data set": "paper (CoNIC)", "method": method, "mPQ+ [95% CI]": f"{mpq:.4f}",
-         "R² [95% CI]": f"{r2:.4f}", "steps": MISSING, "train min": MISSING}
+        {"data set": "paper (CoNIC)", "method": method, "seeds": MISSING,
+         "mPQ+": f"{mpq:.4f}", "mPQ+ 95% CI": MISSING, "R²": f"{r2:.4f}",
+         "steps": MISSING, "train min": MISSING}
         for method, (mpq, r2) in PUBLISHED.items()
     ]  # fmt: skip
-    for _, row in rows.iterrows():
+    for (data_set, method), group in _runs(rows):
+        done = group[group["status"] == "done"]
+        seeds = f"{len(done)}" if len(done) == len(group) else f"{len(done)} of {len(group)}"
+        if done.empty:
+            status = str(group["status"].iloc[0]).split(":")[0]
+            table.append({"data set": data_set, "method": method, "seeds": seeds,
+                          "mPQ+": status, "mPQ+ 95% CI": MISSING, "R²": MISSING,
+                          "steps": MISSING, "train min": MISSING})  # fmt: skip
+            continue
         table.append(
             {
-                "data set": row["data set"],
-                "method": row["method"],
-                "mPQ+ [95% CI]": _score(row, "mPQ+"),
-                "R² [95% CI]": _score(row, "R²") if row.get("status") == "done" else MISSING,
-                "steps": number_text(row.get("steps"), 0),
-                "train min": number_text(row.get("train minutes"), 0),
+                "data set": data_set,
+                "method": method,
+                "seeds": seeds,
+                "mPQ+": mean_std(done["mPQ+"], 4),
+                "mPQ+ 95% CI": "; ".join(done["mPQ+ 95% CI"]),
+                "R²": mean_std(done["R²"], 4),
+                "steps": _span(done.get("steps", pd.Series(dtype=float)), 0),
+                "train min": _span(done.get("train minutes", pd.Series(dtype=float)), 0),
             }
         )
     return pd.DataFrame(table)
 
 
 def plot_answer(rows: pd.DataFrame) -> plt.Figure:
-    """mPQ+ of each method with its 95 % interval on each data set, one row each, and the
-    paper's value (CoNIC) of the method as an open marker on the same row.
+    """mPQ+ of each method on each data set, one row each: a point per seed with its 95 %
+    interval, and the paper's value (CoNIC) of the method as an open marker on the row.
 
     Args:
         rows: as for :func:`answer_table`.
     """
-    done = rows[rows["status"] == "done"]
-    labels = [f"{r['data set']}: {r['method'].replace(' (proposed)', '')}"
-              for _, r in done.iterrows()]  # fmt: skip
-    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(done), 1) + 1.1))
-    for y, (_, row) in enumerate(done.iterrows()):
-        value = float(row["mPQ+"])
-        low, high = _interval(row["mPQ+ 95% CI"])
-        ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color="tab:blue",
-                    capsize=3)  # fmt: skip
-        ax.scatter(PUBLISHED[row["method"]][0], y, facecolors="none", edgecolors="grey")
-    ax.set_yticks(range(len(done)), labels)
-    ax.set(xlabel="mPQ+", ylim=(len(done) - 0.5, -0.5))
+    groups = [(key, g[g["status"] == "done"]) for key, g in _runs(rows)]
+    groups = [(key, done) for key, done in groups if not done.empty]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(groups), 1) + 1.1))
+    for y, ((_, method), done) in enumerate(groups):
+        offsets = [0.0] if len(done) == 1 else [0.3 * (i / (len(done) - 1) - 0.5)
+                                                 for i in range(len(done))]  # fmt: skip
+        for offset, (_, row) in zip(offsets, done.iterrows(), strict=True):
+            value = float(row["mPQ+"])
+            low, high = _interval(row["mPQ+ 95% CI"])
+            ax.errorbar(value, y + offset, xerr=[[value - low], [high - value]], fmt="o",
+                        color="tab:blue", capsize=3, markersize=4)  # fmt: skip
+        ax.scatter(PUBLISHED[method][0], y, facecolors="none", edgecolors="grey")
+    labels = [
+        f"{data_set}: {method.replace(' (proposed)', '')}" for (data_set, method), _ in groups
+    ]
+    ax.set_yticks(range(len(groups)), labels)
+    ax.set(xlabel="mPQ+", ylim=(len(groups) - 0.5, -0.5))
     ax.grid(axis="x", alpha=0.3)
     handles = [
-        plt.Line2D([], [], marker="o", color="tab:blue", ls="", label="ours (95 % interval)"),
+        plt.Line2D([], [], marker="o", color="tab:blue", ls="",
+                   label="ours, one point per seed (95 % interval)"),
         plt.Line2D([], [], marker="o", mfc="none", mec="grey", ls="", label="paper (CoNIC)"),
-    ]
+    ]  # fmt: skip
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2,
               fontsize=8, frameon=False)  # fmt: skip
     fig.tight_layout()
@@ -169,8 +202,12 @@ def interval_sentence(rows: pd.DataFrame) -> str:
 
 
 def order_sentences(rows: pd.DataFrame) -> list[str]:
-    """Per data set and baseline: is the proposed model's mPQ+ above or below, and do the
-    95 % intervals overlap? A baseline not trained there gets a sentence with the reason.
+    """Per data set and baseline: is the proposed model's mPQ+ above or below, and is the
+    difference real? With two or more seeds of each, the difference of the means is judged
+    against the seed spread (:func:`nucstudy.study.verdicts.spread_verdicts`: real where it
+    exceeds twice the pooled standard deviation); with one seed of either, the sentence says
+    whether the 95 % intervals overlap and that the seed spread was not measured. A
+    baseline without a finished run gets a sentence with the reason.
 
     Args:
         rows: as for :func:`answer_table`.
@@ -180,28 +217,48 @@ def order_sentences(rows: pd.DataFrame) -> list[str]:
     """
     lines = []
     for name, group in rows.groupby("data set", sort=False):
-        by_method = group.set_index("method")
-        if PROPOSED not in by_method.index or by_method.loc[PROPOSED, "status"] != "done":
+        done = group[group["status"] == "done"]
+        ours = done[done["method"] == PROPOSED]
+        if ours.empty:
             continue
-        ours = by_method.loc[PROPOSED]
-        low, high = _interval(ours["mPQ+ 95% CI"])
-        for method in by_method.index.drop(PROPOSED):
-            other = by_method.loc[method]
-            if other["status"] != "done":
-                lines.append(f"{name}: {method} has no score ({other['status']}).")
+        for method, other_rows in group.groupby("method", sort=False):
+            if method == PROPOSED:
                 continue
-            o_low, o_high = _interval(other["mPQ+ 95% CI"])
-            side = "above" if ours["mPQ+"] > other["mPQ+"] else "below"
-            overlap = "overlap" if low <= o_high and o_low <= high else "do not overlap"
-            lines.append(
-                f"{name}: the proposed model's mPQ+ ({ours['mPQ+']:.3f}) is {side} "
-                f"{method}'s ({other['mPQ+']:.3f}); their 95 % intervals {overlap}."
-            )
+            other = other_rows[other_rows["status"] == "done"]
+            if other.empty:
+                lines.append(f"{name}: {method} has no score ({other_rows['status'].iloc[0]}).")
+                continue
+            lines.append(f"{name}: " + _comparison(ours, other, method))
     return lines
 
 
+def _comparison(ours: pd.DataFrame, other: pd.DataFrame, method: str) -> str:
+    """The proposed model's finished runs against one baseline's, as a sentence."""
+    mine, theirs = ours["mPQ+"].mean(), other["mPQ+"].mean()
+    side = "above" if mine > theirs else "below"
+    if len(ours) > 1 and len(other) > 1:
+        seeds = pd.concat([ours.assign(arm=PROPOSED), other.assign(arm=method)])
+        judged = spread_verdicts(seeds[["arm", "seed", "mPQ+"]], method, ["mPQ+"]).iloc[0]
+        beyond = "beyond" if judged["verdict"] == "beyond the spread" else "within"
+        return (
+            f"the proposed model's mean mPQ+ over {len(ours)} seeds ({mine:.3f}) is {side} "
+            f"{method}'s over {len(other)} ({theirs:.3f}); the difference "
+            f"({mine - theirs:+.3f}) is {beyond} {SPREAD_FACTOR:g} times the seed spread "
+            f"(pooled sd {judged['seed std']:.3f})."
+        )
+    low, high = _interval(ours["mPQ+ 95% CI"].iloc[0])
+    o_low, o_high = _interval(other["mPQ+ 95% CI"].iloc[0])
+    overlap = "overlap" if low <= o_high and o_low <= high else "do not overlap"
+    return (
+        f"the proposed model's mPQ+ ({mine:.3f}) is {side} {method}'s ({theirs:.3f}); their "
+        f"95 % intervals {overlap} (one seed of "
+        f"{'each' if len(ours) == len(other) else 'one of them'}: the seed spread is not "
+        "measured)."
+    )
+
+
 def provenance_table(rows: pd.DataFrame, data_set: str) -> pd.DataFrame:
-    """Where one data set's rows come from: one column per method, one row per field.
+    """Where one data set's rows come from: one column per run, one row per field.
 
     Args:
         rows: as for :func:`answer_table`.
@@ -209,16 +266,23 @@ def provenance_table(rows: pd.DataFrame, data_set: str) -> pd.DataFrame:
 
     Returns:
         String DataFrame indexed by field (named ``field``), the fields of
-        :data:`PROVENANCE` that any of the rows has; counts as integers, other numbers to
-        one decimal, missing values as a dash.
+        :data:`PROVENANCE` that any of the rows has; one column per run, named by its
+        method (``method, seed N`` where the method has several); counts as integers, other
+        numbers to one decimal, missing values as a dash.
     """
-    group = rows[rows["data set"] == data_set].set_index("method")
+    group = rows[rows["data set"] == data_set]
+    several = group["method"].duplicated(keep=False)
+    seeds = group["seed"] if "seed" in group else pd.Series(math.nan, index=group.index)
+    names = [
+        f"{method}, seed {number_text(seed, 0)}" if repeated else method
+        for method, seed, repeated in zip(group["method"], seeds, several, strict=True)
+    ]
+    group = group.set_axis(names)
     fields = [f for f in PROVENANCE if f in group.columns and group[f].notna().any()]
-    table = pd.DataFrame(
-        {method: [_field_text(group.loc[method, f], f) for f in fields] for method in group.index},
+    return pd.DataFrame(
+        {name: [_field_text(group.loc[name, f], f) for f in fields] for name in group.index},
         index=pd.Index(fields, name="field"),
     )
-    return table
 
 
 def _field_text(value: Any, field: str) -> str:

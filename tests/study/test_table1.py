@@ -17,6 +17,7 @@ from nucstudy.study.table1 import (
     run_table1,
     table1_base,
     table1_rows,
+    table1_seed_rows,
 )
 
 #: Mask R-CNN and HoVer-Net small enough for tests.
@@ -237,6 +238,51 @@ def test_runs_side_by_side_keep_every_measured_budget(tmp_path, monkeypatch):
         thread.join()
     budgets = json.loads((tmp_path / "budget.json").read_text())
     assert set(budgets) == {f"{method}-seed0" for method in METHODS}
+
+
+def test_another_seed_of_a_method_reuses_its_measured_step_time(tmp_path, monkeypatch):
+    """Seeds of one method are step-matched: the second seed does not measure again."""
+    times = iter([1.5, 9.0, 3.0])
+    monkeypatch.setattr(compute_budget, "measure_step_seconds", lambda trainer, steps: next(times))
+    base = table1_base("synthetic", "smoke", device="cpu").replace(out_root=str(tmp_path))
+    seed0 = compute_budget.budgeted_config(
+        method_config(base, "hovernet"), "hovernet", tmp_path, 1.0, False
+    )
+    seed1 = compute_budget.budgeted_config(
+        method_config(base.replace(seed=1), "hovernet"), "hovernet", tmp_path, 1.0, False
+    )
+    assert seed0.steps == seed1.steps == 40  # 60 s at 1.5 s a step, measured once
+    other = compute_budget.budgeted_config(
+        method_config(base, "proposed"), "proposed", tmp_path, 1.0, False
+    )
+    assert other.steps == 6  # another method measures its own: 60 s at 9 s a step
+    budgets = json.loads((tmp_path / "budget.json").read_text())
+    assert budgets["hovernet-seed1"] == budgets["hovernet-seed0"]
+    longer = compute_budget.budgeted_config(
+        method_config(base.replace(seed=2), "hovernet"), "hovernet", tmp_path, 2.0, False
+    )
+    assert longer.steps == 40  # another budget is measured again: 120 s at 3 s a step
+
+
+def test_seed_rows_show_every_method_of_the_first_seed_and_only_begun_runs_after(tmp_path):
+    base = table1_base("synthetic", "smoke").replace(out_root=str(tmp_path))
+    assert table1_seed_rows(tmp_path, seeds=(0, 1)).empty  # no Table I run at all
+    for method, seed in (("proposed", 0), ("hovernet", 1)):
+        config = method_config(base.replace(seed=seed), method)
+        config.save(tmp_path / config.name / "config.json")
+    rows = table1_seed_rows(tmp_path, seeds=(0, 1, 2))
+    assert list(zip(rows["run"], rows["seed"], strict=True)) == [
+        ("hovernet-seed0", 0),
+        ("maskrcnn-seed0", 0),
+        ("full-seed0", 0),
+        ("hovernet-seed1", 1),
+    ]
+    assert rows["status"].tolist() == [
+        "pending: not trained yet",
+        "pending: not trained yet",
+        "pending: not scored yet (no metrics.json)",
+        "pending: not scored yet (no metrics.json)",
+    ]
 
 
 def test_training_record_says_whether_validation_was_still_rising(tmp_path):

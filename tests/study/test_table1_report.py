@@ -40,16 +40,67 @@ def _rows() -> pd.DataFrame:
     )  # fmt: skip
 
 
+def _two_seeds() -> pd.DataFrame:
+    """consep with two seeds of the proposed model and of HoVer-Net (the second HoVer-Net
+    run 300 steps shorter), the second Mask R-CNN seed pending."""
+    done = {"status": "done", "data set": "consep", "steps": 5000.0, "train minutes": 150.0}
+    runs = [
+        (PROPOSED, 0, 0.34, "[0.31, 0.37]", 0.60),
+        (PROPOSED, 1, 0.36, "[0.33, 0.39]", 0.64),
+        ("HoVer-Net", 0, 0.25, "[0.20, 0.30]", 0.10),
+        ("HoVer-Net", 1, 0.27, "[0.22, 0.32]", 0.20),
+        ("Mask R-CNN", 0, 0.30, "[0.26, 0.34]", 0.30),
+    ]
+    rows = [
+        {**done, "method": m, "seed": s, "mPQ+": mpq, "mPQ+ 95% CI": ci, "R²": r2}
+        for m, s, mpq, ci, r2 in runs
+    ]
+    rows[3]["steps"] = 4700.0
+    rows.append({"data set": "consep", "method": "Mask R-CNN", "seed": 1,
+                 "status": "pending: not scored yet"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def test_the_answer_table_puts_ours_beside_the_papers_values():
     table = answer_table(_rows()).set_index(["data set", "method"])
     assert list(table.index[:3]) == [("paper (CoNIC)", m) for m in PUBLISHED]
-    assert table.loc[("paper (CoNIC)", "HoVer-Net"), "mPQ+ [95% CI]"] == "0.2956"
-    assert table.loc[("consep", PROPOSED), "mPQ+ [95% CI]"] == "0.3400 [0.31, 0.37]"
-    assert table.loc[("consep", "Mask R-CNN"), "mPQ+ [95% CI]"] == "not trained here"
-    assert table.loc[("consep", "Mask R-CNN"), "R² [95% CI]"] == "–"
+    assert table.loc[("paper (CoNIC)", "HoVer-Net"), "mPQ+"] == "0.2956"
+    assert table.loc[("consep", PROPOSED), ["mPQ+", "mPQ+ 95% CI", "seeds"]].tolist() == [
+        "0.3400",
+        "[0.31, 0.37]",
+        "1",
+    ]
+    assert table.loc[("consep", "Mask R-CNN"), "mPQ+"] == "not trained here"
+    assert table.loc[("consep", "Mask R-CNN"), "R²"] == "–"
     assert table.loc[("consep", PROPOSED), "steps"] == "5,000"
     assert table.loc[("synthetic", PROPOSED), "train min"] == "–"
     assert len(table) == 3 + len(_rows())
+
+
+def test_the_answer_table_gives_mean_and_spread_over_seeds_beside_each_interval():
+    table = answer_table(_two_seeds()).set_index(["data set", "method"])
+    assert len(table) == 3 + 3  # one row per method, not per seed
+    proposed = table.loc[("consep", PROPOSED)]
+    assert proposed["mPQ+"] == "0.3500 ± 0.0141" and proposed["R²"] == "0.6200 ± 0.0283"
+    assert proposed["mPQ+ 95% CI"] == "[0.31, 0.37]; [0.33, 0.39]"
+    assert proposed["seeds"] == "2"
+    assert table.loc[("consep", "HoVer-Net"), "steps"] == "4,700–5,000"
+    assert table.loc[("consep", "Mask R-CNN"), ["seeds", "mPQ+"]].tolist() == ["1 of 2", "0.3000"]
+
+
+def test_a_difference_is_called_real_only_beyond_twice_the_seed_spread():
+    lines = order_sentences(_two_seeds())
+    # means 0.35 and 0.26, pooled sd 0.0141: 0.09 is beyond 2 x 0.0141
+    assert lines[0] == (
+        "consep: the proposed model's mean mPQ+ over 2 seeds (0.350) is above HoVer-Net's "
+        "over 2 (0.260); the difference (+0.090) is beyond 2 times the seed spread "
+        "(pooled sd 0.014)."
+    )
+    assert lines[1].startswith("consep: the proposed model's mPQ+ (0.350) is above Mask R-CNN's")
+    assert lines[1].endswith("(one seed of one of them: the seed spread is not measured).")
+    noisy = _two_seeds()
+    noisy.loc[noisy["method"] == "HoVer-Net", "mPQ+"] = [0.20, 0.40]  # sd 0.14
+    assert "is within 2 times the seed spread" in order_sentences(noisy)[0]
 
 
 def test_the_interval_sentence_names_the_unit_the_rows_were_drawn_over():
@@ -67,7 +118,7 @@ def test_the_sentences_say_the_order_and_whether_the_intervals_overlap():
     lines = order_sentences(_rows())
     assert lines == [
         "consep: the proposed model's mPQ+ (0.340) is above HoVer-Net's (0.250); their 95 % "
-        "intervals do not overlap.",
+        "intervals do not overlap (one seed of each: the seed spread is not measured).",
         "consep: Mask R-CNN has no score (not trained here: about 90 min measured on this "
         "machine).",
     ]
@@ -93,3 +144,22 @@ def test_the_figure_has_one_row_per_finished_run():
         "consep: SE-Res U-Net + CA",
         "synthetic: SE-Res U-Net + CA",
     ]
+
+
+def test_provenance_names_each_seed_where_a_method_has_several():
+    table = provenance_table(_two_seeds(), "consep")
+    assert list(table.columns) == [
+        f"{PROPOSED}, seed 0",
+        f"{PROPOSED}, seed 1",
+        "HoVer-Net, seed 0",
+        "HoVer-Net, seed 1",
+        "Mask R-CNN, seed 0",
+        "Mask R-CNN, seed 1",
+    ]
+    assert table.loc["steps", "HoVer-Net, seed 1"] == "4,700"
+
+
+def test_the_figure_shows_one_point_per_seed_on_one_row_per_method():
+    (ax,) = plot_answer(_two_seeds()).axes
+    assert len(ax.get_yticklabels()) == 3
+    assert len(ax.containers) == 5  # an error bar per finished run
