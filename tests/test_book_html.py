@@ -54,10 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: Pages (paths under the built ``html`` folder) that failed when this test was written
 #: (they are being fixed). Remove a page once it passes: the test then demands it.
-KNOWN_FAILING: set[str] = {
-    "book/experiments/consep/train.html",
-    "book/experiments/consep-paper/train.html",
-}
+KNOWN_FAILING: set[str] = set()
 
 #: Rows a table may show at once; a longer one belongs in a collapsed or scrolling output.
 MAX_TABLE_ROWS = 40
