@@ -9,6 +9,7 @@ keeps the rest for the reader who wants it:
   steps and training minutes;
 - :func:`plot_answer`: our mPQ+, one point per seed with its interval, beside the paper's;
 - :func:`interval_sentence`: over what the intervals were drawn, generated from the rows;
+- :func:`protocol_sentences`: per data set, the training budget its methods shared;
 - :func:`order_sentences`: per data set, whether the proposed model's mPQ+ is above or below
   each baseline's, and whether the difference exceeds twice the seed spread (with one seed
   each: whether the intervals overlap), generated from the rows;
@@ -199,6 +200,43 @@ def interval_sentence(rows: pd.DataFrame) -> str:
         return f"The 95 % intervals are a bootstrap over {flat[0]}: {BOOTSTRAP_UNITS[flat[0]]}."
     clauses = "; ".join(f"{name}: over {' and '.join(u)}" for name, u in units.items())
     return f"The 95 % intervals are a bootstrap over different units ({clauses})."
+
+
+def protocol_sentences(rows: pd.DataFrame) -> list[str]:
+    """Per data set, what training the methods were given, so that a reader can tell an
+    equal-compute comparison from one in equal epochs.
+
+    Args:
+        rows: as for :func:`answer_table` (columns ``budget min``, ``threads`` and ``epochs``
+            where the runs record them).
+
+    Returns:
+        One sentence per data set with a finished run: "the same N minutes of training on
+        this machine (T thread(s))" where every finished run had that compute budget,
+        otherwise the epochs of each method.
+    """
+    lines = []
+    for name, group in rows.groupby("data set", sort=False):
+        done = group[group["status"] == "done"]
+        if done.empty:
+            continue
+        budgets = set(done.get("budget min", pd.Series(math.nan, index=done.index)).dropna())
+        if len(budgets) == 1 and done["budget min"].notna().all():
+            threads = set(done.get("threads", pd.Series(dtype=float)).dropna())
+            count = threads.pop() if len(threads) == 1 else None
+            on = f" ({count:.0f} thread{'s' if count != 1 else ''} each)" if count else ""
+            lines.append(
+                f"{name}: every method trained for the same {number_text(budgets.pop(), 0)} "
+                f"minutes on this machine{on}, each for the optimiser steps its own measured "
+                "step time buys."
+            )
+            continue
+        epochs = "; ".join(
+            f"{method.replace(' (proposed)', '')} {_span(runs['epochs'], 0)}"
+            for method, runs in done.groupby("method", sort=False)
+        )
+        lines.append(f"{name}: trained in epochs, not in equal time ({epochs} epochs).")
+    return lines
 
 
 def order_sentences(rows: pd.DataFrame) -> list[str]:

@@ -14,6 +14,7 @@ from nucstudy.study.table1_report import (
     interval_sentence,
     order_sentences,
     plot_answer,
+    protocol_sentences,
     provenance_table,
 )
 
@@ -163,3 +164,18 @@ def test_the_figure_shows_one_point_per_seed_on_one_row_per_method():
     (ax,) = plot_answer(_two_seeds()).axes
     assert len(ax.get_yticklabels()) == 3
     assert len(ax.containers) == 5  # an error bar per finished run
+
+
+def test_the_protocol_sentence_tells_equal_compute_from_equal_epochs():
+    equal = _two_seeds().assign(**{"budget min": 150.0, "threads": 1.0, "epochs": 50})
+    assert protocol_sentences(equal) == [
+        "consep: every method trained for the same 150 minutes on this machine (1 thread "
+        "each), each for the optimiser steps its own measured step time buys."
+    ]
+    epochs = _rows()  # no budget: HoVer-Net and the proposed model 30 epochs each
+    epochs.loc[epochs["method"] == "HoVer-Net", "epochs"] = 12.0
+    assert protocol_sentences(epochs) == [
+        "consep: trained in epochs, not in equal time (HoVer-Net 12; SE-Res U-Net + CA 30 "
+        "epochs).",
+        "synthetic: trained in epochs, not in equal time (SE-Res U-Net + CA 30 epochs).",
+    ]
