@@ -33,6 +33,7 @@ from nucstudy.common.io import atomic_write_text
 from nucstudy.data import ConicData, import_consep256, parse_source, save_conic, synthetic_conic
 from nucstudy.study.paths import REPO_ROOT, consep_dir_or_none
 from nucstudy.study.plots import plot_sources, save_figure
+from nucstudy.study.table1 import TABLE_FILE
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 EXPERIMENTS = REPO_ROOT / "book" / "experiments"
@@ -162,9 +163,13 @@ def build_book(strict: bool = True) -> Path:
 
 
 def registry_roots(current: Path) -> list[str]:
-    """The registry folders Table I reads: this study's first, then every other one there."""
+    """The registry folders Table I reads: this study's first, then every other one there
+    that ``run_table1`` wrote its table into (not the folders of other experiments, such as
+    the recipe's arms or the ablations at the recipe, whose rows would be pending baselines)."""
     base = REPO_ROOT / RUNS_ROOT
-    others = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    others = (
+        sorted(p for p in base.iterdir() if (p / TABLE_FILE).is_file()) if base.is_dir() else []
+    )
     return [str(current)] + [
         str(RUNS_ROOT / p.name) for p in others if p.name != Path(current).name
     ]

@@ -307,8 +307,7 @@ def table1_seed_rows(
 
     The first seed gives a row for every method, finished or not (with its status), the
     later seeds only the runs begun there, so that a folder trained with one seed shows no
-    rows for seeds nobody started. A folder that :func:`run_table1` never wrote its table
-    into (``table1.csv``: the registry folders of other experiments) gives no rows.
+    rows for seeds nobody started; a folder with no Table I run at all gives no rows.
 
     Args:
         root: the registry folder.
@@ -317,10 +316,11 @@ def table1_seed_rows(
         **kwargs: ``n_boot``, ``bootstrap_by``, ``route`` of :func:`table1_rows`.
     """
     root = Path(root)
-    frames = []
+    frames, any_begun = [], False
     for index, seed in enumerate(seeds):
         rows = table1_rows(root, seed=seed, runs=runs if index == 0 else None, **kwargs)
         begun = rows["run"].map(lambda run: (root / run / CONFIG_FILE).is_file()).astype(bool)
+        any_begun = any_begun or bool(begun.any())
         frames.append((rows if index == 0 else rows[begun]).assign(seed=seed))
     table = pd.concat(frames, ignore_index=True)
-    return table if (root / TABLE_FILE).is_file() else table.iloc[:0]
+    return table if any_begun else table.iloc[:0]

@@ -111,3 +111,18 @@ def test_a_conic_study_reaches_its_pages_and_table1(tmp_path, monkeypatch):
     assert "not trained here: about" in shown  # the baselines' measured cost, over budget
     toc = (study.REPO_ROOT / "_toc.yml").read_text()
     assert "book/experiments/conic/train" in toc and "book/experiments/conic/ablations" in toc
+
+
+def test_table1_reads_this_study_and_the_other_folders_table1_wrote_into(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "REPO_ROOT", tmp_path)
+    runs = tmp_path / study.RUNS_ROOT
+    for name in ("synthetic", "consep-paper", "consep-ablations-recipe", "consep-table1-equal"):
+        (runs / name).mkdir(parents=True)
+    for name in ("consep-paper", "consep-table1-equal"):
+        (runs / name / "table1.csv").write_text("method,status\n")
+    roots = study.registry_roots(study.RUNS_ROOT / "synthetic")
+    assert roots == [
+        str(study.RUNS_ROOT / "synthetic"),  # this study's, with or without a table yet
+        str(study.RUNS_ROOT / "consep-paper"),
+        str(study.RUNS_ROOT / "consep-table1-equal"),
+    ]

@@ -265,13 +265,11 @@ def test_another_seed_of_a_method_reuses_its_measured_step_time(tmp_path, monkey
 
 
 def test_seed_rows_show_every_method_of_the_first_seed_and_only_begun_runs_after(tmp_path):
-    """Of a folder run_table1 wrote its table into; other registry folders give no rows."""
     base = table1_base("synthetic", "smoke").replace(out_root=str(tmp_path))
+    assert table1_seed_rows(tmp_path, seeds=(0, 1)).empty  # no Table I run at all
     for method, seed in (("proposed", 0), ("hovernet", 1)):
         config = method_config(base.replace(seed=seed), method)
         config.save(tmp_path / config.name / "config.json")
-    assert table1_seed_rows(tmp_path, seeds=(0, 1)).empty  # not a Table I folder
-    (tmp_path / table1.TABLE_FILE).write_text("written by run_table1\n")
     rows = table1_seed_rows(tmp_path, seeds=(0, 1, 2))
     assert list(zip(rows["run"], rows["seed"], strict=True)) == [
         ("hovernet-seed0", 0),
