@@ -211,9 +211,10 @@ def protocol_sentences(rows: pd.DataFrame) -> list[str]:
             where the runs record them).
 
     Returns:
-        One sentence per data set with a finished run: "the same N minutes of training on
-        this machine (T thread(s))" where every finished run had that compute budget,
-        otherwise the epochs of each method.
+        One sentence per data set with a finished run: "each method gets the same N minutes
+        of training on this machine (T thread(s) each)" where every finished run had that
+        compute budget (naming the finished methods while others are not), otherwise the
+        epochs of each method.
     """
     lines = []
     for name, group in rows.groupby("data set", sort=False):
@@ -225,10 +226,16 @@ def protocol_sentences(rows: pd.DataFrame) -> list[str]:
             threads = set(done.get("threads", pd.Series(dtype=float)).dropna())
             count = threads.pop() if len(threads) == 1 else None
             on = f" ({count:.0f} thread{'s' if count != 1 else ''} each)" if count else ""
+            finished = list(dict.fromkeys(done["method"]))
+            so_far = (
+                ""
+                if len(finished) == group["method"].nunique()
+                else f"; finished so far: {', '.join(finished)}"
+            )
             lines.append(
-                f"{name}: every method trained for the same {number_text(budgets.pop(), 0)} "
-                f"minutes on this machine{on}, each for the optimiser steps its own measured "
-                "step time buys."
+                f"{name}: each method gets the same {number_text(budgets.pop(), 0)} minutes "
+                f"of training on this machine{on}, the optimiser steps its own measured step "
+                f"time buys{so_far}."
             )
             continue
         epochs = "; ".join(
