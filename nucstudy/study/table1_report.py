@@ -235,7 +235,8 @@ def protocol_sentences(rows: pd.DataFrame) -> list[str]:
             lines.append(
                 f"{name}: each method gets the same {number_text(budgets.pop(), 0)} minutes "
                 f"of training on this machine{on}, the optimiser steps its own measured step "
-                f"time buys{so_far}."
+                "time buys (its train min is the wall clock it took, which other work on the "
+                f"machine can lengthen){so_far}."
             )
             continue
         epochs = "; ".join(

@@ -170,12 +170,13 @@ def test_the_protocol_sentence_tells_equal_compute_from_equal_epochs():
     equal = _two_seeds().assign(**{"budget min": 150.0, "threads": 1.0, "epochs": 50})
     assert protocol_sentences(equal) == [
         "consep: each method gets the same 150 minutes of training on this machine (1 thread "
-        "each), the optimiser steps its own measured step time buys."
+        "each), the optimiser steps its own measured step time buys (its train min is the wall "
+        "clock it took, which other work on the machine can lengthen)."
     ]
     started = equal[equal["method"] != "HoVer-Net"].assign(
         status=lambda rows: rows["status"].where(rows["method"] == PROPOSED, "pending")
     )
-    assert protocol_sentences(started)[0].endswith(f"step time buys; finished so far: {PROPOSED}.")
+    assert protocol_sentences(started)[0].endswith(f"can lengthen); finished so far: {PROPOSED}.")
     epochs = _rows()  # no budget: HoVer-Net and the proposed model 30 epochs each
     epochs.loc[epochs["method"] == "HoVer-Net", "epochs"] = 12.0
     assert protocol_sentences(epochs) == [
