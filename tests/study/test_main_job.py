@@ -93,7 +93,8 @@ def test_a_conic_study_reaches_its_pages_and_table1(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "RUNS_ROOT", tmp_path / "runs")
     monkeypatch.setattr(study, "STUDY_OUT", tmp_path / "study")
     monkeypatch.setattr(study, "DATA_DIR", tmp_path / "data")
-    (tmp_path / "runs" / "synthetic").mkdir(parents=True)  # another data set's registry
+    (tmp_path / "runs" / "synthetic").mkdir(parents=True)  # another data set's Table I
+    (tmp_path / "runs" / "synthetic" / "table1.csv").write_text("method,status\n")
     args = ["--data", f"conic:{folder}", "--preset", "smoke", "--no-book"]
     assert study.main([*args, "--baselines-budget", "0"]) == 0
     runs = tmp_path / "runs" / "conic"
