@@ -89,12 +89,12 @@ def budgeted_config(
         fcntl.flock(lock, fcntl.LOCK_EX)
         budgets = json.loads(path.read_text()) if path.is_file() else {}
         key = f"{method}-seed{config.seed}"
-        measured = [
-            budgets[k]
-            for k in (key, *sorted(budgets))
-            if k in budgets and k.startswith(f"{method}-seed") and budgets[k]["minutes"] == minutes
+        same_budget = [  # this seed's record first, then the method's other seeds'
+            record
+            for name, record in sorted(budgets.items(), key=lambda item: (item[0] != key, item[0]))
+            if name.startswith(f"{method}-seed") and record["minutes"] == minutes
         ]
-        record = measured[0] if measured else None
+        record = same_budget[0] if same_budget else None
         if record is None:
             seconds = measure_step_seconds(Trainer(config, progress=False), steps=3)
             threads = torch.get_num_threads()

@@ -81,6 +81,11 @@ def _runs(rows: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
     return list(rows.groupby(["data set", "method"], sort=False))
 
 
+def _column(rows: pd.DataFrame, name: str) -> pd.Series:
+    """Column ``name`` of ``rows``, or NaN in every row where no run recorded it."""
+    return rows[name] if name in rows else pd.Series(math.nan, index=rows.index)
+
+
 def _span(values: pd.Series, decimals: int) -> str:
     """One count as text, or ``low–high`` where the seeds differ; a dash where missing."""
     finite = values.dropna()
@@ -129,8 +134,8 @@ def answer_table(rows: pd.DataFrame) -> pd.DataFrame:
                 "mPQ+": mean_std(done["mPQ+"], 4),
                 "mPQ+ 95% CI": "; ".join(done["mPQ+ 95% CI"]),
                 "R²": mean_std(done["R²"], 4),
-                "steps": _span(done.get("steps", pd.Series(dtype=float)), 0),
-                "train min": _span(done.get("train minutes", pd.Series(dtype=float)), 0),
+                "steps": _span(_column(done, "steps"), 0),
+                "train min": _span(_column(done, "train minutes"), 0),
             }
         )
     return pd.DataFrame(table)
@@ -221,9 +226,9 @@ def protocol_sentences(rows: pd.DataFrame) -> list[str]:
         done = group[group["status"] == "done"]
         if done.empty:
             continue
-        budgets = set(done.get("budget min", pd.Series(math.nan, index=done.index)).dropna())
-        if len(budgets) == 1 and done["budget min"].notna().all():
-            threads = set(done.get("threads", pd.Series(dtype=float)).dropna())
+        budget = _column(done, "budget min")
+        if budget.notna().all() and budget.nunique() == 1:
+            threads = set(_column(done, "threads").dropna())
             count = threads.pop() if len(threads) == 1 else None
             on = f" ({count:.0f} thread{'s' if count != 1 else ''} each)" if count else ""
             finished = list(dict.fromkeys(done["method"]))
@@ -233,7 +238,7 @@ def protocol_sentences(rows: pd.DataFrame) -> list[str]:
                 else f"; finished so far: {', '.join(finished)}"
             )
             lines.append(
-                f"{name}: each method gets the same {number_text(budgets.pop(), 0)} minutes "
+                f"{name}: each method gets the same {number_text(budget.iloc[0], 0)} minutes "
                 f"of training on this machine{on}, the optimiser steps its own measured step "
                 "time buys (its train min is the wall clock it took, which other work on the "
                 f"machine can lengthen){so_far}."
@@ -318,10 +323,11 @@ def provenance_table(rows: pd.DataFrame, data_set: str) -> pd.DataFrame:
     """
     group = rows[rows["data set"] == data_set]
     several = group["method"].duplicated(keep=False)
-    seeds = group["seed"] if "seed" in group else pd.Series(math.nan, index=group.index)
     names = [
         f"{method}, seed {number_text(seed, 0)}" if repeated else method
-        for method, seed, repeated in zip(group["method"], seeds, several, strict=True)
+        for method, seed, repeated in zip(
+            group["method"], _column(group, "seed"), several, strict=True
+        )
     ]
     group = group.set_axis(names)
     fields = [f for f in PROVENANCE if f in group.columns and group[f].notna().any()]
