@@ -111,6 +111,7 @@ MOVED_NAMES: dict[tuple[str, str], str] = (
         for name in ("run_state", "train_and_score")
     }
     | {("nucstudy.recipe", "HV_TERMS"): "nucstudy.study.presets"}
+    | {("nucstudy.departures", "registry_full_runs"): "nucstudy.study.departure_rows"}
 )
 #: Old modules that are packages now.
 PACKAGES = ("nucstudy.segment", "nucstudy.study")

@@ -1,18 +1,7 @@
 """Data in the CoNIC layout: loaders, the synthetic generator, targets, augmentation, datasets."""
 
 from nucstudy.data.augment import augment_pair, build_augmentation
-from nucstudy.data.conic import (
-    CHALLENGE_CROP,
-    CONIC_MPP,
-    ConicData,
-    challenge_crop,
-    check_label_layout,
-    concat_data,
-    count_nuclei,
-    load_conic,
-    save_conic,
-    validate_labels,
-)
+from nucstudy.data.conic import CONIC_MPP, ConicData, concat_data, load_conic, save_conic
 from nucstudy.data.consep import (
     CONSEP_MPP,
     import_consep256,
@@ -21,6 +10,13 @@ from nucstudy.data.consep import (
     tile_region,
 )
 from nucstudy.data.dataset import NucleiDataset, make_loader
+from nucstudy.data.labels import (
+    CHALLENGE_CROP,
+    challenge_crop,
+    check_label_layout,
+    count_nuclei,
+    validate_labels,
+)
 from nucstudy.data.sampling import SAMPLINGS, rare_class_weights
 from nucstudy.data.sources import open_source, parse_source
 from nucstudy.data.split import split_by_source

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from nucstudy.data.classes import CONSEP
-from nucstudy.data.conic import ConicData, validate_labels
+from nucstudy.data.conic import ConicData
+from nucstudy.data.labels import validate_labels
 
 #: Resolution of CoNSeP, microns per pixel (40x).
 CONSEP_MPP = 0.25

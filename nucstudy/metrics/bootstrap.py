@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from nucstudy.data.classes import ClassScheme, get_scheme
-from nucstudy.data.conic import challenge_crop, count_nuclei
+from nucstudy.data.labels import challenge_crop, count_nuclei
 from nucstudy.metrics import match_counts, overlap_table, panoptic_quality, r2_from_sums
 
 STATS = ("tp", "fp", "fn", "sum_iou", "true_count", "pred_count")

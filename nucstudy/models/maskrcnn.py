@@ -12,11 +12,11 @@ and configured for nuclei rather than COCO objects:
   size they have at 40x.
 - **Nucleus-sized anchors.** One anchor size per FPN level (strides 4 to 64 px in the
   network's pixels), by default 6, 12, 24, 48 and 96 px of the data times ``upscale``, with
-  aspect ratios 0.5, 1 and 2. Measured on CoNSeP's 224 test patches at 20x
-  (:func:`anchor_coverage`): with these defaults 91 % of the nuclei have an anchor at
-  IoU >= 0.5 and 24 % at IoU >= 0.7; torchvision's RPN also takes each nucleus's
-  best-matching anchors as positives. The study's earlier set-up (4 to 64 px, ``upscale``
-  1) gave 22 % and 3 %; the same anchors at ``upscale`` 2, 80 % and 15 %.
+  aspect ratios 0.5, 1 and 2. Measured on CoNSeP's 224 test patches at 20x (with
+  :func:`~nucstudy.models.maskrcnn_anchors.anchor_coverage`): with these defaults 91 % of the
+  nuclei have an anchor at IoU >= 0.5 and 24 % at IoU >= 0.7; torchvision's RPN also takes
+  each nucleus's best-matching anchors as positives. The study's earlier set-up (4 to 64 px,
+  ``upscale`` 1) gave 22 % and 3 %; the same anchors at ``upscale`` 2, 80 % and 15 %.
 - **Enough boxes for dense tissue.** 2,000 region proposals kept in training and testing
   and up to 500 detections per image: the densest CoNSeP patch holds 189 nuclei (128 px at
   20x; 172 in the training split), and COCO's defaults, 1,000 and 100, would cut off
@@ -46,22 +46,17 @@ eval mode ``model(images)`` returns one dict of ``boxes``, ``labels``, ``scores`
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from torch import nn
 from torchvision.models import detection
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
-from torchvision.ops import box_iou
 from torchvision.ops import boxes as box_ops
 
 #: Backbones that can be chosen (torchvision ResNets under an FPN).
@@ -331,72 +326,3 @@ def _load_weights(model: nn.Module, path: str | os.PathLike) -> None:
         model.load_state_dict(state)
     except Exception as error:  # missing file, pickled objects, other keys or shapes
         raise ValueError(f"cannot load Mask R-CNN weights from {path}: {error}") from None
-
-
-def nucleus_boxes(inst: np.ndarray) -> np.ndarray:
-    """Boxes of the nuclei of an H x W integer instance map (0 background), as
-    :func:`~nucstudy.data.targets.instance_targets` makes them: K x 4 float32
-    ``(x0, y0, x1, y1)``, the edges of each nucleus's pixels, in id order."""
-    windows = ndimage.find_objects(np.asarray(inst).astype(np.int64))
-    boxes = [(c.start, r.start, c.stop, r.stop) for r, c in (w for w in windows if w)]
-    return np.asarray(boxes, np.float32).reshape(-1, 4)
-
-
-def image_anchors(generator: AnchorGenerator, height: int, width: int) -> torch.Tensor:
-    """The anchors ``generator`` places on one image of height x width network pixels.
-
-    The image is padded to a multiple of 32, as the model's transform pads it, and the FPN's
-    feature maps have the sizes its ResNet and max-pool give (each stride halves with
-    rounding up). Returns A x 4 float32 ``(x0, y0, x1, y1)`` in network pixels.
-    """
-    padded = (math.ceil(height / 32) * 32, math.ceil(width / 32) * 32)
-    grid, features = [side // FPN_STRIDES[0] for side in padded], []
-    for _ in FPN_STRIDES:
-        features.append(torch.zeros(1, 1, *grid))
-        grid = [math.ceil(side / 2) for side in grid]
-    images = ImageList(torch.zeros(1, 1, *padded), [(height, width)])
-    return generator(images, features)[0]
-
-
-def best_anchor_iou(
-    labels: np.ndarray | Iterable[np.ndarray], generator: AnchorGenerator, upscale: float
-) -> np.ndarray:
-    """Each nucleus's highest IoU with any anchor, at the model's scale.
-
-    Args:
-        labels: N x H x W x 2 CoNIC labels, N x H x W instance maps, or an iterable of
-            H x W (x 2) maps; images are scaled by ``upscale`` (rounded as the model does).
-        generator: the RPN's anchor generator (``model.rpn.anchor_generator``).
-        upscale: the model's scale (``model.upscale``).
-
-    Returns:
-        float32 array with one IoU in [0, 1] per nucleus, images in order, ids in order.
-    """
-    cache: dict[tuple[int, int], torch.Tensor] = {}
-    best = []
-    for label in labels:
-        inst = label[..., 0] if label.ndim == 3 else label
-        boxes = torch.from_numpy(nucleus_boxes(inst)) * upscale
-        if not len(boxes):
-            continue
-        size = (round(inst.shape[0] * upscale), round(inst.shape[1] * upscale))
-        if size not in cache:
-            cache[size] = image_anchors(generator, *size)
-        best.append(box_iou(boxes, cache[size]).max(dim=1).values)
-    return torch.cat(best).numpy() if best else np.zeros(0, np.float32)
-
-
-def anchor_coverage(
-    labels: np.ndarray | Iterable[np.ndarray],
-    generator: AnchorGenerator,
-    upscale: float,
-    thresholds: Sequence[float] = (0.5, 0.7),
-) -> dict[float, float]:
-    """Share of the nuclei of ``labels`` that have an anchor at IoU >= each threshold.
-
-    See :func:`best_anchor_iou` for the arguments; e.g.
-    ``anchor_coverage(labels, model.rpn.anchor_generator, model.upscale)``. Returns
-    threshold -> share in [0, 1] (NaN where there are no nuclei).
-    """
-    best = best_anchor_iou(labels, generator, upscale)
-    return {t: float((best >= t).mean()) if len(best) else math.nan for t in thresholds}

@@ -69,7 +69,7 @@ BASELINE_ASPECTS: tuple[Aspect, ...] = (
             _option(name, _NOW[name], _THEN[name])(run) for name in ("upscale", "anchor_sizes")
         ),
         "COCO's (short side 800 px, anchors 32-512 px) miss 20x nuclei: most nuclei need an "
-        "anchor at IoU >= 0.5 (maskrcnn.anchor_coverage; at least 75 % on CoNSeP, tested)",
+        "anchor at IoU >= 0.5 (maskrcnn_anchors.anchor_coverage; at least 75 % on CoNSeP, tested)",
     ),
     _baseline(
         "Mask R-CNN detection score",

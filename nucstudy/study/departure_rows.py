@@ -1,5 +1,5 @@
-"""The pieces of the departures table: a run as the table reads it, and one aspect of the
-protocol (the paper's value, ours, whether they differ, and why)."""
+"""The pieces of the departures table: a run as the table reads it (and the registry's full-model
+runs), and one aspect of the protocol (the paper's value, ours, whether they differ, and why)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from nucstudy.engine.run_folder import CONFIG_FILE, ENV_FILE, METRICS_FILE
 from nucstudy.study.experiment import ExperimentConfig
+from nucstudy.study.paths import REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,10 @@ class Aspect:
     same: Callable[[Run], bool]
     why: str
     applies: Callable[[Run], bool] = _every_run
+
+
+def registry_full_runs(root: str | os.PathLike | None = None) -> list[Run]:
+    """The full-model run (``full-seed0``) of each data set in the results registry."""
+    root = Path(root) if root is not None else REPO_ROOT / "results" / "runs"
+    folders = sorted(root.glob(f"*/full-seed0/{CONFIG_FILE}"))
+    return [Run.read(path.parent) for path in folders if (path.parent / METRICS_FILE).is_file()]

@@ -12,8 +12,6 @@ baselines) have an ``applies`` test: they are listed only when some run is of th
 from __future__ import annotations
 
 import inspect
-import os
-from pathlib import Path
 
 import pandas as pd
 
@@ -21,8 +19,6 @@ from nucstudy.data.augment import build_augmentation
 from nucstudy.data.sources import parse_source
 from nucstudy.study.baseline_departures import BASELINE_ASPECTS
 from nucstudy.study.departure_rows import Aspect, Run
-from nucstudy.study.experiment import CONFIG_FILE, METRICS_FILE
-from nucstudy.study.paths import REPO_ROOT
 
 
 def _data(run: Run) -> str:
@@ -392,10 +388,3 @@ def departures_table(runs: list[Run]) -> pd.DataFrame:
         row["why"] = aspect.why if departs else ""
         rows.append(row)
     return pd.DataFrame(rows).set_index("aspect")
-
-
-def registry_full_runs(root: str | os.PathLike | None = None) -> list[Run]:
-    """The full-model run (``full-seed0``) of each data set in the results registry."""
-    root = Path(root) if root is not None else REPO_ROOT / "results" / "runs"
-    folders = sorted(root.glob(f"*/full-seed0/{CONFIG_FILE}"))
-    return [Run.read(path.parent) for path in folders if (path.parent / METRICS_FILE).is_file()]

@@ -2,13 +2,12 @@
 
 import dataclasses
 
+from nucstudy.study.departure_rows import Run, registry_full_runs
 from nucstudy.study.departures import (
     ASPECTS,
     BASELINE_ASPECTS,
     NOT_PROTOCOL,
-    Run,
     departures_table,
-    registry_full_runs,
 )
 from nucstudy.study.experiment import ExperimentConfig
 from nucstudy.study.presets import preset
