@@ -92,20 +92,27 @@ def check_held_out(run_dir: str | os.PathLike, data: ConicData) -> None:
 
 
 def result_files(
-    run_dir: str | os.PathLike, route: str, run_route: str, tuned: bool = False
+    run_dir: str | os.PathLike,
+    route: str,
+    run_route: str,
+    tuned: bool = False,
+    tta: bool = False,
 ) -> tuple[Path, Path]:
     """Where an evaluation with post-processing ``route`` is written in ``run_dir``.
 
     The run's own route (``run_route``, its config's ``postprocess``) with HoVer-Net's
-    thresholds writes ``metrics.json`` and ``per_image.csv``; another route writes
-    ``metrics-<route>.json`` and ``per_image-<route>.csv`` beside them, and tuned thresholds
-    (:mod:`nucstudy.study.tuning`) add ``-tuned`` (``metrics-tuned.json`` with the run's own
-    route), so the registry always reads the run's own.
+    thresholds and no test-time augmentation writes ``metrics.json`` and ``per_image.csv``;
+    another route writes ``metrics-<route>.json`` and ``per_image-<route>.csv`` beside them,
+    tuned thresholds (:mod:`nucstudy.study.tuning`) add ``-tuned`` and flip test-time
+    augmentation ``-tta`` (``metrics-tuned-tta.json`` with the run's own route), so the
+    registry always reads the run's own.
     """
     run_dir = Path(run_dir)
-    if route == run_route and not tuned:
+    parts = ([] if route == run_route else [route]) + (["tuned"] if tuned else [])
+    parts += ["tta"] if tta else []
+    if not parts:
         return run_dir / METRICS_FILE, run_dir / PER_IMAGE_FILE
-    variant = "-".join(([] if route == run_route else [route]) + (["tuned"] if tuned else []))
+    variant = "-".join(parts)
     metrics, per_image = Path(METRICS_FILE), Path(PER_IMAGE_FILE)
     return (
         run_dir / f"{metrics.stem}-{variant}{metrics.suffix}",
@@ -139,7 +146,8 @@ def evaluate(
     progress: bool = False,
     thresholds: Thresholds | None = None,
 ) -> dict[str, Any]:
-    """Score a trained run on ``data``; write ``metrics.json`` and ``per_image.csv`` into it.
+    """Score a trained run on ``data``; write ``metrics.json`` and ``per_image.csv`` into it
+    (or their variant for another route, tuned thresholds or TTA: :func:`result_files`).
 
     ``per_image.csv`` holds the per-image, per-class statistics of
     :func:`nucstudy.metrics.bootstrap.per_image_stats`, from which bootstrap intervals are drawn.
@@ -148,7 +156,8 @@ def evaluate(
         run_dir: a run folder written by :class:`nucstudy.engine.trainer.Trainer`.
         data: the evaluation patches (same class scheme as the run's training data).
         which: ``"best"`` or ``"last"`` checkpoint.
-        tta: flip test-time augmentation.
+        tta: flip test-time augmentation; written to ``metrics-tta.json`` (see
+            :func:`result_files`), never over the run's own ``metrics.json``.
         batch_size: patches per forward pass.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         data_name: how to name the data in metrics.json (default: the run's data source).
@@ -224,7 +233,7 @@ def evaluate(
         "evaluated": now(),
     }
     metrics_path, per_image_path = result_files(
-        run_dir, route, config.postprocess, tuned=thresholds is not None
+        run_dir, route, config.postprocess, tuned=thresholds is not None, tta=tta
     )
     atomic_write_text(per_image_path, stats.to_csv(index=False))
     atomic_write_text(metrics_path, json.dumps(result, indent=2) + "\n")

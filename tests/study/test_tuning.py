@@ -64,6 +64,10 @@ def test_tuned_results_are_written_beside_the_run_own(tmp_path):
         "per_image-resample-tuned.csv"
     )
     assert result_files(tmp_path, "native", "native")[0].name == "metrics.json"
+    assert result_files(tmp_path, "native", "native", tta=True)[0].name == "metrics-tta.json"
+    assert result_files(tmp_path, "native", "native", tuned=True, tta=True)[1].name == (
+        "per_image-tuned-tta.csv"
+    )
 
 
 def test_thresholds_files_are_checked(tmp_path):
@@ -106,6 +110,8 @@ def test_tune_then_evaluate_and_ood_with_the_tuned_thresholds(tmp_path, train_sm
         "energy": best.energy,
         "min_marker_um2": best.min_marker_um2,
     }
+    assert main(["evaluate", str(config.run_dir), "--tta", "--device", "cpu"]) == 0
+    assert json.loads((config.run_dir / "metrics-tta.json").read_text())["tta"] is True
     assert not (config.run_dir / "metrics.json").exists()  # the run's own is not overwritten
 
     # out of domain: a tuned row beside the run's own, each scored once
