@@ -33,6 +33,7 @@ from nucstudy.postprocess import Thresholds
 from nucstudy.study.experiment import (
     CONFIG_FILE,
     ENV_FILE,
+    HISTORY_FILE,
     METRICS_FILE,
     PER_IMAGE_FILE,
     TRAINED_ON_FILE,
@@ -307,7 +308,7 @@ def table1_row(
         "post-processing": metrics.get("postprocessing", metrics.get("postprocess", "native")),
         "preset": config.preset,
         "model": f"{config.model} {config.model_options or ''}".strip(),
-        "epochs": config.epochs,
+        "epochs": epochs_trained(folder, config),
         "best epoch": metrics["epoch"],
         "seed": config.seed,
         "device": env.get("device_name"),
@@ -317,6 +318,17 @@ def table1_row(
         "train GMACs/patch": (env.get("train_multiply_adds_per_patch") or math.nan) / 1e9,
         "commit": (env.get("git_commit") or "")[:8],
     }
+
+
+def epochs_trained(run_dir: Path, config: ExperimentConfig) -> int:
+    """The epochs a run trained: the last epoch of its ``history.csv`` (a run given its length
+    in optimiser steps runs as many epochs as those steps span, not ``config.epochs``), or
+    ``config.epochs`` where no history is recorded."""
+    history = run_dir / HISTORY_FILE
+    if not history.is_file():
+        return config.epochs
+    epochs = pd.read_csv(history, usecols=["epoch"])["epoch"]
+    return int(epochs.max()) if len(epochs) else config.epochs
 
 
 def training_minutes(env: dict[str, Any]) -> float:

@@ -135,18 +135,61 @@ def run_notebook(template: str, output: Path, parameters: dict[str, Any]) -> Pat
     except Exception:
         os.replace(tmp, output.with_name(f"{output.stem}.failed.ipynb"))
         raise
-    _freeze(Path(tmp))
+    _freeze(Path(tmp), toc_title(output))
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the page from other readers of the book
     os.replace(tmp, output)
     return output
 
 
-def _freeze(path: Path) -> None:
-    """Mark an executed notebook so that the book shows it as is and never runs it again."""
+def toc_title(page: Path, toc: Path = REPO_ROOT / "_toc.yml") -> str | None:
+    """The title the book's table of contents gives ``page`` (None: none given, or the page
+    is not in the book)."""
+    import yaml
+
+    try:
+        relative = page.resolve().relative_to(REPO_ROOT).with_suffix("").as_posix()
+    except ValueError:  # outside the repository: not a page of the book
+        return None
+    titles: dict[str, str] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "file" in node and "title" in node:
+                titles[str(node["file"])] = str(node["title"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(yaml.safe_load(toc.read_text()))
+    return titles.get(relative)
+
+
+def _freeze(path: Path, title: str | None = None) -> None:
+    """Mark an executed notebook so that the book shows it as is and never runs it again,
+    headed by ``title`` (the page's title in the table of contents) where one is given: the
+    templates are rendered into several pages, and each page's heading names its own."""
     import nbformat
 
     notebook = nbformat.read(path, as_version=4)
     notebook.metadata["mystnb"] = {"execution_mode": "off"}
+    if title is not None:
+        retitle(notebook, title)
     nbformat.write(notebook, path)
+
+
+def retitle(notebook: Any, title: str) -> None:
+    """Replace the first level-1 heading of ``notebook``'s first markdown cell by ``title``."""
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            lines = cell.source.split("\n")
+            for i, line in enumerate(lines):
+                if line.startswith("# "):
+                    lines[i] = f"# {title}"
+                    cell.source = "\n".join(lines)
+                    return
+            return
 
 
 def build_book(strict: bool = True) -> Path:

@@ -70,6 +70,32 @@ def test_executed_notebooks_are_frozen_for_the_book(tmp_path, monkeypatch):
     assert nbformat.read(out, as_version=4).metadata["mystnb"] == {"execution_mode": "off"}
 
 
+def test_executed_notebooks_can_be_read_by_everyone(tmp_path, monkeypatch):
+    _template(tmp_path, monkeypatch, "ok")
+    out = study.run_notebook("ok", tmp_path / "out" / "ok.ipynb", {"x": 2})
+    assert out.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+def test_a_page_is_headed_by_its_title_in_the_table_of_contents(tmp_path):
+    """One template renders several pages (train.ipynb: synthetic, CoNSeP, ...): each page's
+    heading is its own title from _toc.yml, so the navigation never shows two alike."""
+    assert study.toc_title(study.EXPERIMENTS / "consep" / "train.ipynb") == "Training (CoNSeP)"
+    assert study.toc_title(study.EXPERIMENTS / "synthetic" / "ablations.ipynb") == (
+        "Ablations (synthetic)"
+    )
+    assert study.toc_title(study.EXPERIMENTS / "table1.ipynb") is None  # titled by itself
+    assert study.toc_title(tmp_path / "elsewhere.ipynb") is None
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("# a comment, not a heading"),
+            nbformat.v4.new_markdown_cell("# Training one model\n\nWhat it does.\n\n# Later"),
+        ]
+    )
+    study.retitle(notebook, "Training (CoNSeP)")
+    assert notebook.cells[0].source == "# a comment, not a heading"
+    assert notebook.cells[1].source == "# Training (CoNSeP)\n\nWhat it does.\n\n# Later"
+
+
 @pytest.mark.slow
 def test_run_notebook_starts_its_kernel_without_the_tcp_encryption_warning(
     tmp_path, monkeypatch, capfd

@@ -309,3 +309,17 @@ def test_the_table1_command_shares_the_recipe_among_the_methods(monkeypatch, tmp
     base = shared["base"]
     assert base.loss_weights == {"hv_mse": 2.0, "hv_msge": 1.0} and base.steps == 300
     assert base.lr_schedule == "cosine" and base.ema_decay is None
+
+
+def test_a_row_counts_the_epochs_a_run_trained_not_its_configured_epochs(tmp_path):
+    """A run given its length in optimiser steps spans as many epochs as those steps take:
+    its Table I row must not show the config's epochs beside a later best epoch."""
+    from nucstudy.study.evaluate import epochs_trained
+    from nucstudy.study.presets import preset
+
+    config = preset("paper", steps=8149)
+    assert epochs_trained(tmp_path, config) == config.epochs  # no history: as configured
+    pd.DataFrame({"epoch": range(1, 196), "step": range(42, 42 * 196, 42)}).to_csv(
+        tmp_path / "history.csv", index=False
+    )
+    assert epochs_trained(tmp_path, config) == 195
