@@ -187,13 +187,7 @@ ASPECTS: tuple[Aspect, ...] = (
         "network width, depth",
         "not given",
         ("model", "model_options"),
-        lambda run: (
-            (
-                f"{run.config.model} "
-                + ", ".join(f"{k} {v}" for k, v in run.config.model_options.items())
-            ).strip()
-            or run.config.model
-        ),
+        lambda run: run.config.model_text,
         lambda run: False,
         "the paper gives no widths: the default is 32 channels, 5 levels; cpu-demo halves "
         "the width and drops a level to train in minutes on 2 CPU cores",

@@ -307,7 +307,7 @@ def table1_row(
         "test mpp": metrics.get("mpp"),
         "post-processing": metrics.get("postprocessing", metrics.get("postprocess", "native")),
         "preset": config.preset,
-        "model": f"{config.model} {config.model_options or ''}".strip(),
+        "model": config.model_text,
         "epochs": epochs_trained(folder, config),
         "best epoch": metrics["epoch"],
         "seed": config.seed,

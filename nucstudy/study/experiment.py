@@ -235,6 +235,13 @@ class ExperimentConfig:
         return self.stain_strength if self.augment and self.stain_augment else "none"
 
     @property
+    def model_text(self) -> str:
+        """The network and its options as a reader reads them: ``seresunet width 16, depth 4``,
+        ``maskrcnn backbone resnet18, upscale 1.0``, or the network's name alone."""
+        options = ", ".join(f"{key} {value}" for key, value in self.model_options.items())
+        return f"{self.model} {options}".strip()
+
+    @property
     def run_dir(self) -> Path:
         """The run folder, ``<out_root>/<name>``."""
         return Path(self.out_root) / self.name

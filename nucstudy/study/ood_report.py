@@ -369,12 +369,13 @@ def spurious_sentence(cost: pd.DataFrame, floor: pd.Series | None = None, worst:
     true = int(cost["nuclei true"].iloc[0])
     predicted = cost["nuclei predicted, tuned"]
     predicted_before = cost["nuclei predicted, HoVer-Net's"]
+    runs = "every one" if rises == len(cost) else f"{rises}"
     text = (
         f"Tuned thresholds raise the spurious nuclei (predictions matching no outlined nucleus) "
-        f"of {rises} of the {len(cost)} tuned runs, from {before.mean():,.0f} to "
-        f"{after.mean():,.0f} on average, the largest rises {quoted}; the nuclei predicted go "
-        f"from {predicted_before.mean():,.0f} to {predicted.mean():,.0f} "
-        f"on average, against {true:,} outlined, and up to {predicted.max():,.0f}."
+        f"in {runs} of the {len(cost)} runs scored with them: from {before.mean():,.0f} to "
+        f"{after.mean():,.0f} on average, the largest rises {quoted}. The nuclei predicted go "
+        f"from {predicted_before.mean():,.0f} to {predicted.mean():,.0f} on average (up to "
+        f"{predicted.max():,.0f}), against {true:,} outlined."
     )
     if floor is not None:
         text += (

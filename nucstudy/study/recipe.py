@@ -45,16 +45,16 @@ RECIPE_BASE: dict[str, Any] = {
 #: Arm -> (what it tests, its changes to the reference arm), in the order they are trained.
 INGREDIENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "reference": ("5,000 steps, cosine, HV terms", {}),
-    "paper HV loss": ("the HV terms (without: the paper's HV MSE alone)", {"loss_weights": {}}),
+    "paper HV loss": ("without the HV terms: the paper's HV MSE alone", {"loss_weights": {}}),
     "dice present": (
-        "Dice over the classes in the batch (rare class)",
+        "Dice averaged over the classes present in the batch only (for the rare class)",
         {"dice_classes": "present"},
     ),
     "rare sampling": ("patches with rare classes drawn more often", {"sampling": "rare"}),
     "ema": ("a moving average of the weights (decay 0.999)", {"ema_decay": 0.999}),
-    "1,260 steps": ("steps: the committed runs' 1,260 instead of 5,000", {"steps": 1260}),
+    "1,260 steps": ("1,260 steps, as the earlier cpu-demo runs, not 5,000", {"steps": 1260}),
     "step schedule": (
-        "schedule: x0.1 at 2/3 and 13/15 of the steps instead of cosine",
+        "the learning rate x0.1 at 2/3 and 13/15 of the steps instead of the cosine",
         {"lr_schedule": "step", "lr_milestone_fractions": [20 / 30, 26 / 30]},
     ),
     "keep ratio": ("the rescale keeps the aspect ratio", {"keep_ratio": True}),

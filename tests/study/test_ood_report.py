@@ -172,9 +172,9 @@ def test_spurious_sentence_quotes_averages_and_the_largest_rises(table):
     labelled = label_runs(table)
     floor = labelled[labelled["floor"]].iloc[0]
     text = spurious_sentence(spurious_cost(labelled), floor, worst=1)
-    assert "of 2 of the 2 tuned runs, from 15 to 65 on average" in text
-    assert "the largest rises 20 → 90;" in text  # x4.5 beats x4
-    assert "from 92 to 175 on average, against 100 outlined, and up to 200" in text
+    assert "in every one of the 2 runs scored with them: from 15 to 65 on average" in text
+    assert "the largest rises 20 → 90." in text  # x4.5 beats x4
+    assert "from 92 to 175 on average (up to 200), against 100 outlined" in text
     assert "floor predicts 110, 30 of them spurious" in text
     assert spurious_sentence(spurious_cost(labelled.iloc[:2])) == (
         "No run was scored with tuned thresholds."
