@@ -217,7 +217,8 @@ def run_table1(
             if estimate > left:
                 skipped[method] = (
                     f"not trained here: about {estimate:.0f} min measured on this machine, "
-                    f"over the {max(left, 0):.0f} min of training time this run had left"
+                    f"more than the {max(left, 0):.0f} min left for training Table I in "
+                    "this run of the study"
                 )
                 if progress:
                     print(f"[table1] {method}: {skipped[method]}", flush=True)

@@ -105,11 +105,11 @@ def answer_table(rows: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         Columns ``data set`` (``paper (CoNIC)`` for the published rows), ``method``,
-        ``seeds`` (finished runs, ``"1 of 2"`` where one is not), ``mPQ+`` and ``R²`` (the
-        mean, ``± sd`` over seeds where there are two or more), ``mPQ+ 95% CI`` (each
-        seed's bootstrap interval), ``steps`` and ``train min``; all text. A method
-        without a finished run shows its status ("pending", "not trained here") instead of
-        its scores; what a row does not record is a dash.
+        ``seeds`` (finished runs, ``"1 of 2"`` where one is not, a dash where none is),
+        ``mPQ+`` and ``R²`` (the mean, ``± sd`` over seeds where there are two or more),
+        ``mPQ+ 95% CI`` (each seed's bootstrap interval), ``steps`` and ``train min``; all
+        text. A method without a finished run shows its status ("pending", "not trained
+        here") instead of its scores; what a row does not record is a dash.
     """
     table = [
         {"data set": "paper (CoNIC)", "method": method, "seeds": MISSING,
@@ -120,7 +120,8 @@ def answer_table(rows: pd.DataFrame) -> pd.DataFrame:
     for (data_set, method), group in _runs(rows):
         done = group[group["status"] == "done"]
         seeds = f"{len(done)}" if len(done) == len(group) else f"{len(done)} of {len(group)}"
-        if done.empty:
+        if done.empty:  # nothing finished: the status says why, no count of seeds
+            seeds = MISSING
             status = str(group["status"].iloc[0]).split(":")[0]
             table.append({"data set": data_set, "method": method, "seeds": seeds,
                           "mPQ+": status, "mPQ+ 95% CI": MISSING, "R²": MISSING,
