@@ -16,6 +16,7 @@ import inspect
 import pandas as pd
 
 from nucstudy.data.augment import build_augmentation
+from nucstudy.data.classes import get_scheme
 from nucstudy.data.sources import parse_source
 from nucstudy.study.baseline_departures import BASELINE_ASPECTS
 from nucstudy.study.departure_rows import Aspect, Run
@@ -65,11 +66,22 @@ def _augmentation(run: Run) -> str:
     )
 
 
+#: Class schemes as the table names them.
+_SCHEME_NAMES = {"conic": "CoNIC", "consep": "CoNSeP"}
+
+
+def _classes(run: Run) -> str:
+    name = run.metrics.get("scheme")
+    if name is None:
+        return "not recorded"
+    return f"{get_scheme(name).n_classes - 1} {_SCHEME_NAMES.get(name, name)} classes"
+
+
 def _length(run: Run) -> str:
     config = run.config
     if config.steps is not None:
-        return f"{config.steps} optimiser steps"
-    return f"{config.images} patches seen" if config.images is not None else str(config.epochs)
+        return f"{config.steps:,} optimiser steps"
+    return f"{config.images:,} patches seen" if config.images is not None else str(config.epochs)
 
 
 def _optimiser(run: Run) -> str:
@@ -133,7 +145,8 @@ def _weights(run: Run) -> str:
         return "none (plain cross-entropy)"
     if weights == "paper":
         scheme = run.metrics.get("scheme", "conic")
-        return "the paper's" + ("" if scheme == "conic" else f", mapped onto {scheme}")
+        shown = _SCHEME_NAMES.get(scheme, scheme)
+        return "the paper's" + ("" if scheme == "conic" else f", mapped onto {shown}'s classes")
     return str(weights)
 
 
@@ -163,7 +176,7 @@ ASPECTS: tuple[Aspect, ...] = (
         "classes",
         "6 CoNIC classes",
         (),
-        lambda run: run.metrics.get("scheme", "?"),
+        _classes,
         lambda run: run.metrics.get("scheme") == "conic",
         "CoNSeP has HoVer-Net's 4 merged classes; mPQ+ over 4 classes is another quantity",
     ),

@@ -44,7 +44,8 @@ def test_a_cpu_demo_run_on_consep_lists_its_departures():
     for aspect in ("data set", "classes", "epochs", "batch size", "random crop", "hardware"):
         assert table.loc[aspect, "departs"] == "yes", aspect
     assert table.loc["precision", "x"] == "float32"
-    assert table.loc["TP class weights", "x"] == "the paper's, mapped onto consep"
+    assert table.loc["classes", "x"] == "4 CoNSeP classes"
+    assert table.loc["TP class weights", "x"] == "the paper's, mapped onto CoNSeP's classes"
     assert table.loc["test split", "x"] == "CoNSeP's official test tiles"
     assert table.loc["stain augmentation", "departs"] == "no"
     stained = departures_table([_run(config.replace(stain_augment=True), scheme="consep")])
@@ -115,7 +116,7 @@ def test_the_training_recipe_options_are_named_in_their_rows():
         keep_ratio=True,
     )
     table = departures_table([_run(config, scheme="consep")])
-    assert table.loc["epochs", "x"] == "2000 optimiser steps"
+    assert table.loc["epochs", "x"] == "2,000 optimiser steps"
     optimiser = table.loc["optimiser, learning rate, schedule", "x"]
     assert optimiser == (
         "Adam, 0.0003, cosine to 0, warm-up 100 steps, "
