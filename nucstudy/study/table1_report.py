@@ -119,14 +119,13 @@ def answer_table(rows: pd.DataFrame) -> pd.DataFrame:
     ]  # fmt: skip
     for (data_set, method), group in _runs(rows):
         done = group[group["status"] == "done"]
-        seeds = f"{len(done)}" if len(done) == len(group) else f"{len(done)} of {len(group)}"
         if done.empty:  # nothing finished: the status says why, no count of seeds
-            seeds = MISSING
             status = str(group["status"].iloc[0]).split(":")[0]
-            table.append({"data set": data_set, "method": method, "seeds": seeds,
+            table.append({"data set": data_set, "method": method, "seeds": MISSING,
                           "mPQ+": status, "mPQ+ 95% CI": MISSING, "R²": MISSING,
                           "steps": MISSING, "train min": MISSING})  # fmt: skip
             continue
+        seeds = f"{len(done)}" if len(done) == len(group) else f"{len(done)} of {len(group)}"
         table.append(
             {
                 "data set": data_set,
