@@ -240,8 +240,8 @@ def test_every_readme_command_parses() -> None:
 
 
 def _he_images(n: int, size: int, seed: int) -> list[np.ndarray]:
-    from nucstudy.classes import CONSEP
     from nucstudy.data import synthetic_conic
+    from nucstudy.data.classes import CONSEP
 
     return list(np.asarray(synthetic_conic(n, size=size, seed=seed, scheme=CONSEP).images))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -28,18 +29,23 @@ from nucstudy.study.experiment import HISTORY_FILE, ExperimentConfig
 BUDGET_FILE = "budget.json"
 
 
-def measure_step_seconds(trainer, steps: int = 2) -> float:
-    """Mean seconds of ``steps`` training steps of a :class:`~nucstudy.engine.trainer.Trainer`
-    (loading the batch included), after one warm-up step. The trainer's weights move."""
+def measure_step_seconds(trainer, steps: int = 2, warmup: int = 1) -> float:
+    """Seconds of one training step of a :class:`~nucstudy.engine.trainer.Trainer` (loading
+    the batch included): the median of ``steps`` steps timed one by one, after ``warmup``
+    untimed ones. The median keeps a step that compiles (``torch.compile`` compiles again for
+    an input of a new shape) out of the method's step time. The trainer's weights move."""
     if len(trainer.loader) == 0:
         raise ValueError("no training batch to time: the training split is empty")
     trainer.network.train()
-    batches = (batch for _ in range(steps + 1) for batch in trainer.loader)  # loops if short
-    trainer._step(next(batches), 0)
-    start = time.perf_counter()
-    for _ in range(steps):
+    batches = (batch for _ in range(steps + warmup) for batch in trainer.loader)  # loops if short
+    for _ in range(warmup):
         trainer._step(next(batches), 0)
-    return (time.perf_counter() - start) / steps
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        trainer._step(next(batches), 0)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
 
 
 def estimate_minutes(config: ExperimentConfig, steps: int = 1) -> float:
@@ -96,7 +102,7 @@ def budgeted_config(
         ]
         record = same_budget[0] if same_budget else None
         if record is None:
-            seconds = measure_step_seconds(Trainer(config, progress=False), steps=3)
+            seconds = measure_step_seconds(Trainer(config, progress=False), steps=5, warmup=2)
             threads = torch.get_num_threads()
             record = {"minutes": minutes, "step_seconds": seconds, "threads": threads}
         if budgets.get(key) != record:

@@ -71,6 +71,9 @@ METHODS: dict[str, dict[str, Any]] = {
             # ResNet-50-FPN as the paper's baseline; 20x data seen at 40x pixel size
             "model_options": {"backbone": "resnet50", "upscale": 2.0},
             **OWN_TRAINING["maskrcnn"],
+            # eager: torch.compile compiles again for each new count of proposals, and its
+            # steps were no faster than eager ones between compilations (CPU, one thread)
+            "compile": False,
         },
     },
     "proposed": {"label": "SE-Res U-Net + CA (proposed)", "run": "full", "changes": {}},
