@@ -115,7 +115,7 @@ def long_run_config(
 ) -> ExperimentConfig:
     """A long run of ``preset_name``'s network on CoNSeP with the reference recipe and
     ``ingredients`` (:func:`recipe_changes`) for ``steps`` optimiser steps, validated every
-    10 epochs; named ``recipe-<preset>-<steps>-seed<k>``."""
+    10 epochs, through ``torch.compile`` as the arms; named ``recipe-<preset>-<steps>-seed<k>``."""
     return preset(
         preset_name,
         name=f"recipe-{preset_name}-{steps}-seed{seed}",
@@ -125,6 +125,7 @@ def long_run_config(
         steps=steps,
         eval_every=10,
         workers=0,
+        compile=RECIPE_BASE["compile"],
         **recipe_changes(ingredients),
     )
 

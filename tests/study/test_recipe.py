@@ -176,6 +176,7 @@ def test_a_long_run_gives_the_papers_network_the_chosen_recipe(tmp_path):
     assert (config.steps, config.seed, config.name) == (15000, 1, "recipe-paper-15000-seed1")
     assert config.loss_weights == HV_TERMS and config.ema_decay == 0.999
     assert config.batch_size == 8 and config.lr_schedule == "cosine"
+    assert config.compile == recipe_config("reference", 1, tmp_path).compile  # as the arms
     assert config.run_dir == tmp_path / "recipe-paper-15000-seed1"
 
 
