@@ -239,9 +239,10 @@ def protocol_sentences(rows: pd.DataFrame) -> list[str]:
             )
             lines.append(
                 f"{name}: each method gets the same {number_text(budget.iloc[0], 0)} minutes "
-                f"of training on this machine{on}, the optimiser steps its own measured step "
-                "time buys (its train min is the wall clock it took, which other work on the "
-                f"machine can lengthen){so_far}."
+                f"of training on this machine{on}, the optimiser steps its own step time, "
+                "measured before training, buys (its train min is the wall clock it took, "
+                "which other work on the machine, or steps that grow slower as it learns, can "
+                f"lengthen){so_far}."
             )
             continue
         epochs = "; ".join(

@@ -170,8 +170,9 @@ def test_the_protocol_sentence_tells_equal_compute_from_equal_epochs():
     equal = _two_seeds().assign(**{"budget min": 150.0, "threads": 1.0, "epochs": 50})
     assert protocol_sentences(equal) == [
         "consep: each method gets the same 150 minutes of training on this machine (1 thread "
-        "each), the optimiser steps its own measured step time buys (its train min is the wall "
-        "clock it took, which other work on the machine can lengthen)."
+        "each), the optimiser steps its own step time, measured before training, buys (its "
+        "train min is the wall clock it took, which other work on the machine, or steps that "
+        "grow slower as it learns, can lengthen)."
     ]
     started = equal[equal["method"] != "HoVer-Net"].assign(
         status=lambda rows: rows["status"].where(rows["method"] == PROPOSED, "pending")
