@@ -87,15 +87,15 @@ def data_step(
     """Write the data summary and figure under ``out``, the synthetic set under ``data_dir``."""
     synthetic = synthetic_conic(n_synthetic, seed=seed)
     save_conic(synthetic, data_dir / "synthetic")
-    panels = [("synthetic (CoNIC classes)", synthetic)]
+    panels = [("synthetic\n(CoNIC classes)", synthetic)]
     summaries = [summarise("synthetic", synthetic)]
     if consep is not None:
         for split in ("train", "test"):
             data = import_consep256(consep, split)
             summaries.append(summarise(f"consep256-{split}", data))
-        panels.append(("CoNSeP-256 test, 40x (CoNSeP classes)", data))
+        panels.append(("CoNSeP-256 test, 40x\n(CoNSeP classes)", data))
         halved = import_consep256(consep, "test", resample=True)
-        panels.append(("CoNSeP-256 test, halved to 20x", halved))
+        panels.append(("CoNSeP-256 test,\nhalved to 20x", halved))
     summary = pd.concat(summaries, ignore_index=True)
     atomic_write_text(out / "data_summary.csv", summary.to_csv(index=False))
     save_figure(plot_sources(panels, seed=seed), out / "figures" / "data_sources.png")

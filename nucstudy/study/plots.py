@@ -41,7 +41,7 @@ def plot_sources(
     """
     rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(
-        len(panels), per_source, figsize=(3.2 * per_source + 2.2, 3.3 * len(panels)), squeeze=False
+        len(panels), per_source, figsize=(2.9 * per_source + 2.4, 3.3 * len(panels)), squeeze=False
     )
     for row, (title, data) in enumerate(panels):
         picks = np.sort(rng.choice(len(data), size=min(per_source, len(data)), replace=False))
@@ -54,7 +54,7 @@ def plot_sources(
                 outline_nuclei(np.asarray(data.images[k]), np.asarray(data.labels[k]), data.scheme)
             )
             name = data.patch_info["source"].iloc[k]
-            ax.set_title(f"{name}\n{data.mpp:g} µm/px, {data.images.shape[1]} px", fontsize=8)
+            ax.set_title(f"{name}\n{data.mpp:g} µm/px, {data.images.shape[1]} px", fontsize=12)
         axes[row, 0].text(
             -0.08,
             0.5,
@@ -63,17 +63,17 @@ def plot_sources(
             rotation=90,
             ha="right",
             va="center",
-            fontsize=11,
+            fontsize=13,
             fontweight="bold",
         )
         axes[row, -1].legend(
             handles=class_legend(data.scheme),
             loc="center left",
             bbox_to_anchor=(1.02, 0.5),
-            fontsize=8,
+            fontsize=12,
             frameon=False,
         )
-    fig.tight_layout()
+    fig.tight_layout(w_pad=0.5)
     return fig
 
 
