@@ -16,6 +16,8 @@ from nucstudy.data.split import split_by_source
 from nucstudy.data.synthetic import synthetic_conic
 
 SOURCES = ("synthetic", "consep", "conic")
+#: Each kind of source as a reader names it (figure titles, tables).
+SOURCE_NAMES = {"synthetic": "synthetic H&E", "consep": "CoNSeP-256", "conic": "CoNIC"}
 #: Seed of the train/test split of a CoNIC folder by source image. It is fixed, not the
 #: run's seed, so that every run of a study (every seed, every ablation) is scored on the
 #: same held-out source images.
@@ -36,6 +38,12 @@ def parse_source(spec: str) -> tuple[str, Path | None]:
     if not folder:
         raise ValueError(f"data source {spec!r}: give the folder, as {kind}:<folder>")
     return kind, Path(folder).expanduser()
+
+
+def source_name(spec: str) -> str:
+    """The data set a source spec names, as a reader names it (``"consep:<folder>"`` ->
+    ``"CoNSeP-256"``); raises ValueError for an unknown spec."""
+    return SOURCE_NAMES[parse_source(spec)[0]]
 
 
 def conic_split(data: ConicData, test_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:

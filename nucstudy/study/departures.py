@@ -17,14 +17,13 @@ import pandas as pd
 
 from nucstudy.data.augment import build_augmentation
 from nucstudy.data.classes import get_scheme
-from nucstudy.data.sources import parse_source
+from nucstudy.data.sources import parse_source, source_name
 from nucstudy.study.baseline_departures import BASELINE_ASPECTS
 from nucstudy.study.departure_rows import Aspect, Run
 
 
 def _data(run: Run) -> str:
-    kind, _ = parse_source(run.config.data)
-    return {"synthetic": "synthetic H&E", "consep": "CoNSeP-256", "conic": "CoNIC"}[kind]
+    return source_name(run.config.data)
 
 
 def _split(run: Run) -> str:

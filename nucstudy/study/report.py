@@ -32,6 +32,14 @@ def mean_std(values: Iterable[float], decimals: int = 3) -> str:
     return text
 
 
+def value_text(value: object) -> object:
+    """A config value as a table cell shows it: a dict as ``"key value, ..."`` (``"none"`` if
+    empty), anything else as it is."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {item}" for key, item in value.items()) or "none"
+    return value
+
+
 def report_table(
     table: pd.DataFrame,
     counts: Iterable[str] = (),

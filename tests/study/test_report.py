@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from nucstudy.study.report import MISSING, mean_std, number_text, report_table
+from nucstudy.study.report import MISSING, mean_std, number_text, report_table, value_text
 
 
 def test_mean_std_gives_the_spread_only_with_several_values():
@@ -48,3 +48,9 @@ def test_spaced_table_keeps_a_spread_on_one_line_and_spaces_the_columns():
     assert "min-width: 10.5em" in html and "padding: 0.25em 0.6em" in html
     wide = spaced_table(table, one_line=True, small=True).to_html()
     assert "white-space: nowrap" in wide and "font-size: 0.9em" in wide
+
+
+def test_value_text_writes_a_dict_as_a_reader_reads_it():
+    assert value_text({"width": 16, "use_ca": False}) == "width 16, use_ca False"
+    assert value_text({}) == "none"
+    assert value_text(2e-3) == 2e-3 and value_text([20, 26]) == [20, 26]
