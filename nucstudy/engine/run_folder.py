@@ -54,6 +54,7 @@ def environment_info() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "cuda": torch.version.cuda,
         "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "cpu_model": cpu_model(),
         "git_commit": git_commit(),
     }
     for package in ("torchvision", "albumentations", "scipy", "skimage", "pandas", "cv2"):
@@ -62,6 +63,22 @@ def environment_info() -> dict[str, Any]:
         except ImportError:
             info[package] = None
     return info
+
+
+@cache
+def cpu_model() -> str | None:
+    """The CPU's model name (``"AMD EPYC"``; Linux's ``/proc/cpuinfo``, else the platform's
+    processor; None if neither says). The fast path's bf16 kernels differ between CPU models,
+    so a run reproduces to the digit only on the model it was trained on."""
+    try:
+        with open("/proc/cpuinfo") as lines:
+            for line in lines:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 @cache

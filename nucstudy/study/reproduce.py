@@ -1,7 +1,10 @@
 """Does this environment reproduce the committed results?
 
-The main job is deterministic under the locked environment (``requirements.lock``): a fresh
-clone's ``make study`` must give the committed synthetic results to 4 decimals. A dependency
+The main job is deterministic under the locked environment (``requirements.lock``) on one
+CPU model: a fresh clone's ``make study`` must give the committed synthetic results to 4
+decimals on the CPU model that trained them (each run's ``env.json`` names it). On another
+model the fast path's bf16 kernels round differently and training amplifies the difference
+(:func:`training_cpus` lets the comparison say so). A dependency
 that resolves to another version (OpenCV drawing the synthetic nuclei differently, say)
 changes them silently; two checks catch it:
 
@@ -31,6 +34,7 @@ import pandas as pd
 
 from nucstudy.common.io import atomic_write_text
 from nucstudy.engine.run_folder import (
+    ENV_FILE,
     HISTORY_FILE,
     METRICS_FILE,
     PER_IMAGE_FILE,
@@ -166,6 +170,32 @@ def write_short_run(path: str | os.PathLike = SHORT_RUN_FILE) -> Path:
     return atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
+def training_cpus(root: str | os.PathLike, parts: tuple[str, ...] = MAIN_JOB_PARTS) -> set[str]:
+    """The CPU models that trained the runs of a results tree (from their ``env.json``;
+    ``"not recorded"`` for a run from before :func:`~nucstudy.engine.run_folder.cpu_model`)."""
+    cpus = set()
+    for part in parts:
+        for path in (Path(root) / part).rglob(ENV_FILE):
+            cpus.add(json.loads(path.read_text()).get("cpu_model") or "not recorded")
+    return cpus
+
+
+def cpu_note(
+    committed: str | os.PathLike, fresh: str | os.PathLike, parts: tuple[str, ...]
+) -> str:
+    """A sentence on the CPU models of two trees where they differ or are unknown ("" where
+    both were trained on one and the same recorded model)."""
+    ours, theirs = training_cpus(committed, parts), training_cpus(fresh, parts)
+    if ours == theirs and len(ours) == 1 and "not recorded" not in ours:
+        return ""
+    return (
+        f"CPU models: committed {', '.join(sorted(ours)) or 'none'}; fresh "
+        f"{', '.join(sorted(theirs)) or 'none'}. The fast path's bf16 kernels round differently "
+        f"on different CPU models, and training amplifies it: results agree to {DECIMALS} "
+        "decimals only on the model that trained them."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m nucstudy.study.reproduce",
@@ -194,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     files = differences["file"].nunique()
     print(f"NOT reproduced: {len(differences)} values in {files} files differ; the first:")
     print(differences.head(20).to_string(index=False))
+    note = cpu_note(args.committed, args.fresh, tuple(args.parts))
+    if note:
+        print(note)
     return 1
 
 

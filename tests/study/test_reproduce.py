@@ -15,8 +15,10 @@ from nucstudy.study.reproduce import (
     DECIMALS,
     SHORT_RUN_FILE,
     compare_results,
+    cpu_note,
     main,
     short_run_losses,
+    training_cpus,
 )
 
 
@@ -45,6 +47,23 @@ def test_a_change_in_the_fourth_decimal_is_found(tmp_path, capsys):
     assert set(differences["key"]) == {"overall.pq", "train_total[1]"}
     assert main([str(fresh), "--committed", str(committed)]) == 1
     assert "NOT reproduced: 2 values in 2 files" in capsys.readouterr().out
+
+
+def test_results_of_another_cpu_model_are_said_to_be_so(tmp_path, capsys):
+    """bf16 rounds differently on another CPU model: a failed comparison names both models."""
+    committed = _tree(tmp_path / "a", pq=0.6642, seconds=3.0, loss=0.5)
+    fresh = _tree(tmp_path / "b", pq=0.6645, seconds=3.0, loss=0.5)
+    run = Path("runs") / "synthetic" / "full-seed0" / "env.json"
+    (committed / run).write_text(json.dumps({"cpu_model": "Intel Xeon"}))
+    (fresh / run).write_text(json.dumps({"cpu_model": "AMD EPYC"}))
+    assert training_cpus(fresh) == {"AMD EPYC"}
+    assert main([str(fresh), "--committed", str(committed)]) == 1
+    out = capsys.readouterr().out
+    assert "committed Intel Xeon; fresh AMD EPYC" in out and "bf16" in out
+    (committed / run).write_text(json.dumps({"cpu_model": "AMD EPYC"}))
+    assert cpu_note(committed, fresh, ("runs/synthetic",)) == ""
+    (committed / run).write_text(json.dumps({}))  # a run from before the model was recorded
+    assert "committed not recorded" in cpu_note(committed, fresh, ("runs/synthetic",))
 
 
 def test_a_missing_file_or_value_is_a_difference(tmp_path):
