@@ -16,7 +16,7 @@ STUDY_MODEL = RESULTS_DIR / "models" / "consep-cpu-demo.pt"
 ROBUST_MODEL = RESULTS_DIR / "models" / "consep-cpu-demo-robust.pt"
 #: The committed run folders the two files were exported from (config, history, metrics on
 #: CoNSeP's whole test split; the checkpoints themselves are not committed).
-STUDY_MODEL_RUN = RESULTS_DIR / "runs" / "consep-recipe" / "reference-seed0"
+STUDY_MODEL_RUN = RESULTS_DIR / "runs" / "consep-recipe-long" / "recipe-cpu-demo-20000-seed0"
 ROBUST_MODEL_RUN = RESULTS_DIR / "runs" / "consep" / "full-stainstrong-scale-seed0"
 #: Where the study's CoNSeP-256 patches are found when nothing else is said.
 DEFAULT_CONSEP_DIR = REPO_ROOT.parent / "shared" / "data" / "consep256"
