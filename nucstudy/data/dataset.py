@@ -28,7 +28,8 @@ class NucleiDataset(Dataset):
 
     Augmentation is seeded per item from (``seed``, epoch, index), so an item is the same in
     every run and whatever process or worker loads it; call :meth:`set_epoch` at the start of
-    each epoch to draw new augmentations.
+    each epoch to draw new augmentations (before the loader's workers start: a worker holds
+    the copy of the dataset it started with, so :func:`make_loader` starts them every epoch).
 
     Args:
         data: the patches.
@@ -139,6 +140,8 @@ def make_loader(
         drop_last=drop_last,
         generator=generator,
         collate_fn=collate_fn,
-        persistent_workers=num_workers > 0,
+        # workers start anew each epoch with the dataset as set_epoch left it: a persistent
+        # worker keeps its first epoch's copy, and so that epoch's augmentation, for good
+        persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
     )

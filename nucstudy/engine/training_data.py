@@ -133,7 +133,7 @@ def training_loader(
             sampler=sampler,
             num_workers=workers,
             collate_fn=collate_fn,
-            persistent_workers=workers > 0,
+            persistent_workers=False,  # so that each epoch's workers see its set_epoch
             pin_memory=device.type == "cuda",
         )
     weights = None

@@ -146,6 +146,25 @@ def test_dataset_augments_per_epoch_reproducibly(synthetic_small):
     assert torch.equal(first, ds[0]["image"])
 
 
+def test_loader_workers_draw_each_epochs_augmentation(synthetic_small):
+    """Workers load what the main process would: every epoch its own augmentation (a
+    persistent worker kept its first epoch's copy of the dataset, and so its draw)."""
+    ds = NucleiDataset(synthetic_small, indices=[0, 1, 2, 3], augment=build_augmentation())
+
+    def epochs(workers):
+        loader = make_loader(ds, 2, num_workers=workers)
+        images = []
+        for epoch in range(2):
+            ds.set_epoch(epoch)
+            images.append(torch.cat([batch["image"] for batch in loader]))
+        return images
+
+    in_process, in_workers = epochs(0), epochs(2)
+    assert not torch.equal(in_process[0], in_process[1])
+    for ours, theirs in zip(in_process, in_workers, strict=True):
+        assert torch.equal(ours, theirs)
+
+
 def test_loader_order_depends_on_seed_only(synthetic_small):
     ds = NucleiDataset(synthetic_small)
 
