@@ -39,6 +39,9 @@ CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE, PER_IMAGE_FILE, TRAINED_ON_FI
 
 #: The environment variable that says what ran beside a run (recorded in env.json).
 BESIDE_VARIABLE = "NUCSTUDY_BESIDE"
+#: The key a training segment's record carries once loader workers draw every epoch's
+#: augmentation (see :func:`augmentation_frozen`).
+WORKERS_REDRAW = "workers_redraw_each_epoch"
 
 
 def environment_info() -> dict[str, Any]:
@@ -125,7 +128,19 @@ def new_segment(step: int) -> dict[str, Any]:
         "git_commit": git_commit(),
         # what else ran on the machine, as the person starting the run says
         "beside": os.environ.get(BESIDE_VARIABLE),
+        WORKERS_REDRAW: True,
     }
+
+
+def augmentation_frozen(env: dict[str, Any], workers: int, augment: bool) -> bool:
+    """Whether a run trained, in some segment, on its first epoch's augmentation all segment
+    long: loader workers (``workers`` > 0) kept the copy of the dataset they started with
+    until the loader started them anew each epoch; a segment trained since records
+    :data:`WORKERS_REDRAW` (``env`` is the run's env.json)."""
+    if not (augment and workers > 0):
+        return False
+    segments = env.get("segments") or [env]
+    return not all(segment.get(WORKERS_REDRAW) for segment in segments)
 
 
 def earlier_segments(env_path: Path) -> list[dict[str, Any]]:

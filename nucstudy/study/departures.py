@@ -19,6 +19,7 @@ from nucstudy.data.augment import build_augmentation
 from nucstudy.data.classes import get_scheme
 from nucstudy.data.sources import parse_source, source_name
 from nucstudy.study.baseline_departures import BASELINE_ASPECTS
+from nucstudy.study.defect_departures import DEFECT_ASPECTS
 from nucstudy.study.departure_rows import Aspect, Run
 
 
@@ -369,7 +370,7 @@ NOT_PROTOCOL: dict[str, str] = {
     "preset": "provenance: the preset the config started from",
     "out_root": "where the run folder is written",
     "device": "where it runs (the hardware row records the device used)",
-    "workers": "DataLoader processes: speed only",
+    "workers": "DataLoader processes: speed only (since the loader fix; see its row)",
     "compile": "torch.compile: speed only",
 }
 
@@ -383,9 +384,11 @@ def departures_table(runs: list[Run]) -> pd.DataFrame:
         ``departs`` ("yes" / "no") and ``why`` (empty where no run departs).
     """
     rows = []
-    for aspect in ASPECTS + BASELINE_ASPECTS:
+    for aspect in ASPECTS + DEFECT_ASPECTS + BASELINE_ASPECTS:
         applying = [aspect.applies(run) for run in runs]
         if aspect in BASELINE_ASPECTS and not any(applying):
+            continue
+        if aspect in DEFECT_ASPECTS and all(aspect.same(run) for run in runs):
             continue
         row = {"aspect": aspect.name, "paper": aspect.paper}
         for run, applies in zip(runs, applying, strict=True):

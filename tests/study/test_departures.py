@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from nucstudy.engine.run_folder import WORKERS_REDRAW
 from nucstudy.study.departure_rows import Run, registry_full_runs
 from nucstudy.study.departures import (
     ASPECTS,
@@ -135,3 +136,21 @@ def test_the_training_recipe_options_are_named_in_their_rows():
     assert table.loc["optimiser, learning rate, schedule", "x"].startswith(
         "Adam, 0.0003, x0.1 at 0.5, 0.7 of the run"
     )
+
+
+def test_a_run_trained_before_the_loader_fix_is_named_where_it_is_in_the_table():
+    """Loader workers repeated each segment's first epoch's augmentation until the fix; a
+    segment trained since records it, and the row is listed only for a run without it."""
+    config = preset("paper", data="consep:/data", workers=4)
+    segment = {"started": "2026-12-01T00:00:00+0000", "threads": 1}
+    before = Run("before", config, {"segments": [segment]}, {})
+    after = Run("after", config, {"segments": [{**segment, WORKERS_REDRAW: True}]}, {})
+    in_process = Run("in process", config.replace(workers=0), {"segments": [segment]}, {})
+    row = "augmentation drawn each epoch"
+    assert row not in departures_table([after, in_process]).index
+    table = departures_table([before, after, in_process])
+    assert table.loc[row, "before"].startswith("no: each training segment repeated")
+    assert table.loc[row, "after"] == table.loc[row, "in process"] == "yes"
+    assert table.loc[row, "departs"] == "yes" and "defect" in table.loc[row, "why"]
+    resumed = {"segments": [segment, {**segment, WORKERS_REDRAW: True}]}
+    assert departures_table([Run("resumed", config, resumed, {})]).loc[row, "departs"] == "yes"

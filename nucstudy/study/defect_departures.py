@@ -1,0 +1,28 @@
+"""The departures table's rows on defects of the study's own code found after runs were
+trained with them: listed only where a run in the table was trained with one."""
+
+from __future__ import annotations
+
+from nucstudy.engine.run_folder import augmentation_frozen
+from nucstudy.study.departure_rows import Aspect, Run
+
+
+def _frozen(run: Run) -> bool:
+    return augmentation_frozen(run.env, run.config.workers, run.config.augment)
+
+
+#: Defects of the study's code that some committed runs were trained with.
+DEFECT_ASPECTS: tuple[Aspect, ...] = (
+    Aspect(
+        "augmentation drawn each epoch",
+        "yes (implied)",
+        ("workers", "augment"),
+        lambda run: (
+            "no: each training segment repeated its first epoch's draw" if _frozen(run) else "yes"
+        ),
+        lambda run: not _frozen(run),
+        "a defect of the study's loader, fixed: its worker processes kept the first epoch's "
+        "copy of the data set, so such a run saw one augmentation per patch per segment "
+        "(only the order changed) and overfits sooner; retrained runs record the fix",
+    ),
+)
