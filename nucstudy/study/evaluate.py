@@ -27,6 +27,7 @@ from nucstudy.engine.device import choose_fast_path, resolve_device
 from nucstudy.engine.inference import predict_labels
 from nucstudy.engine.methods import method_for
 from nucstudy.engine.model_file import TrainedModel, load_model
+from nucstudy.engine.run_folder import augmentation_frozen
 from nucstudy.metrics import conic_metrics
 from nucstudy.metrics.bootstrap import bootstrap_intervals, per_image_stats
 from nucstudy.postprocess import Thresholds
@@ -272,8 +273,10 @@ def table1_row(
         mPQ+, R², PQ and their intervals, PQ per class (``PQ <class>``), the test data,
         the run's protocol and its training cost (``train minutes``, wall clock from
         env.json; ``train GMACs/patch``, multiply-adds of forward and backward on one
-        training patch, NaN where not recorded), or ``"pending: <reason>"`` alone when the
-        run has not finished.
+        training patch, NaN where not recorded), ``augmentation each epoch`` (False for a
+        run trained before the loader fix:
+        :func:`~nucstudy.engine.run_folder.augmentation_frozen`), or ``"pending: <reason>"``
+        alone when the run has not finished.
     """
     folder = Path(run_dir)
     base = {"data set": folder.parent.name, "method": method, "run": folder.name}
@@ -316,6 +319,7 @@ def table1_row(
         "bf16": fast_path.get("bf16"),
         "train minutes": training_minutes(env),
         "train GMACs/patch": (env.get("train_multiply_adds_per_patch") or math.nan) / 1e9,
+        "augmentation each epoch": not augmentation_frozen(env, config.workers, config.augment),
         "commit": (env.get("git_commit") or "")[:8],
     }
 

@@ -250,6 +250,24 @@ def protocol_sentences(rows: pd.DataFrame) -> list[str]:
             for method, runs in done.groupby("method", sort=False)
         )
         lines.append(f"{name}: trained in epochs, not in equal time ({epochs} epochs).")
+    lines.extend(_frozen_augmentation_sentences(rows))
+    return lines
+
+
+def _frozen_augmentation_sentences(rows: pd.DataFrame) -> list[str]:
+    """Per data set, the finished runs trained before the loader fix (each training segment
+    repeated its first epoch's augmentation), as a caveat; none where every run had it."""
+    lines = []
+    done = rows[rows["status"] == "done"]
+    frozen = done[~_column(done, "augmentation each epoch").fillna(True).astype(bool)]
+    for name, group in frozen.groupby("data set", sort=False):
+        methods = ", ".join(dict.fromkeys(group["method"]))
+        lines.append(
+            f"{name}: {methods} trained before a defect of the study's loader was fixed: "
+            "each training segment repeated its first epoch's augmentation (only the order "
+            "changed), so these runs saw fewer distinct patches than their epochs and overfit "
+            "sooner; the departures table names them."
+        )
     return lines
 
 

@@ -160,6 +160,20 @@ def test_provenance_names_each_seed_where_a_method_has_several():
     assert table.loc["steps", "HoVer-Net, seed 1"] == "4,700"
 
 
+def test_runs_trained_before_the_loader_fix_get_a_caveat():
+    rows = _two_seeds().assign(**{"budget min": 150.0, "threads": 1.0, "epochs": 50})
+    assert len(protocol_sentences(rows)) == 1  # no column: runs from before it was recorded
+    flags = rows["method"] == "HoVer-Net"
+    caveats = protocol_sentences(rows.assign(**{"augmentation each epoch": ~flags}))[1:]
+    assert caveats == [
+        "consep: HoVer-Net trained before a defect of the study's loader was fixed: each "
+        "training segment repeated its first epoch's augmentation (only the order changed), so "
+        "these runs saw fewer distinct patches than their epochs and overfit sooner; the "
+        "departures table names them."
+    ]
+    assert len(protocol_sentences(rows.assign(**{"augmentation each epoch": True}))) == 1
+
+
 def test_the_figure_shows_one_point_per_seed_on_one_row_per_method():
     (ax,) = plot_answer(_two_seeds()).axes
     assert len(ax.get_yticklabels()) == 3
