@@ -3,12 +3,20 @@ trained with them: listed only where a run in the table was trained with one."""
 
 from __future__ import annotations
 
+import os
+
 from nucstudy.engine.run_folder import augmentation_frozen
 from nucstudy.study.departure_rows import Aspect, Run
 
 
 def _frozen(run: Run) -> bool:
     return augmentation_frozen(run.env, run.config.workers, run.config.augment)
+
+
+def trained_with_frozen_augmentation(folder: str | os.PathLike) -> bool:
+    """Whether the run folder's training repeated each segment's first epoch's augmentation
+    (loader workers before the fix: :func:`~nucstudy.engine.run_folder.augmentation_frozen`)."""
+    return _frozen(Run.read(folder))
 
 
 #: Defects of the study's code that some committed runs were trained with.

@@ -1,8 +1,10 @@
 """The departures table lists every aspect of the protocol, from the runs' own configs."""
 
 import dataclasses
+import json
 
 from nucstudy.engine.run_folder import WORKERS_REDRAW
+from nucstudy.study.defect_departures import trained_with_frozen_augmentation
 from nucstudy.study.departure_rows import Run, registry_full_runs
 from nucstudy.study.departures import (
     ASPECTS,
@@ -154,3 +156,13 @@ def test_a_run_trained_before_the_loader_fix_is_named_where_it_is_in_the_table()
     assert table.loc[row, "departs"] == "yes" and "defect" in table.loc[row, "why"]
     resumed = {"segments": [segment, {**segment, WORKERS_REDRAW: True}]}
     assert departures_table([Run("resumed", config, resumed, {})]).loc[row, "departs"] == "yes"
+
+
+def test_a_run_folder_says_whether_it_trained_before_the_loader_fix(tmp_path):
+    config = preset("paper", data="consep:/data", workers=4, out_root=str(tmp_path))
+    config.save(tmp_path / "config.json")
+    (tmp_path / "env.json").write_text(json.dumps({"segments": [{"threads": 1}]}))
+    assert trained_with_frozen_augmentation(tmp_path)
+    segment = {"threads": 1, WORKERS_REDRAW: True}
+    (tmp_path / "env.json").write_text(json.dumps({"segments": [segment]}))
+    assert not trained_with_frozen_augmentation(tmp_path)

@@ -76,8 +76,10 @@ def test_run_table1_trains_the_three_scores_them_and_reuses_runs(tmp_path, monke
     rows = table.set_index("method")
     assert "epochs 1 (others: 2)" in rows.loc["HoVer-Net", "protocol"]
     assert rows.loc["Mask R-CNN", "protocol"] == (
+        f"lr 0.0003 (others: {base.lr}); "
         "backbone resnet18 (the method's: resnet50); upscale 1.0 (the method's: 2.0)"
     )
+    assert rows["augmentation each epoch"].all()  # trained with the fixed loader
     assert rows.loc["Mask R-CNN", "post-processing"].startswith("masks pasted")
     assert rows.loc["HoVer-Net", "post-processing"].startswith("HoVer-Net watershed")
     assert (rows["train GMACs/patch"] > 0).all() and (rows["train minutes"] >= 0).all()
