@@ -111,11 +111,12 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def new_segment(step: int) -> dict[str, Any]:
+def new_segment(step: int, bf16: bool) -> dict[str, Any]:
     """The env.json record of a segment of training (one ``Trainer.fit``) that starts now at
     optimiser step ``step``: when it started, its last checkpoint and end (None until then),
-    the steps it runs from and to, torch's threads, the git commit, and what else ran on the
-    machine (the environment variable :data:`BESIDE_VARIABLE`)."""
+    the steps it runs from and to, torch's threads, the git commit, the CPU model and whether
+    it trains in ``bf16`` (a run resumed on another machine may differ in both), and what
+    else ran on the machine (the environment variable :data:`BESIDE_VARIABLE`)."""
     import torch
 
     return {
@@ -126,6 +127,8 @@ def new_segment(step: int) -> dict[str, Any]:
         "to_step": step,
         "threads": torch.get_num_threads(),
         "git_commit": git_commit(),
+        "cpu_model": cpu_model(),
+        "bf16": bf16,
         # what else ran on the machine, as the person starting the run says
         "beside": os.environ.get(BESIDE_VARIABLE),
         WORKERS_REDRAW: True,
@@ -145,11 +148,25 @@ def augmentation_frozen(env: dict[str, Any], workers: int, augment: bool) -> boo
 
 def earlier_segments(env_path: Path) -> list[dict[str, Any]]:
     """The segments a run folder's env.json records, for a run about to resume: its
-    ``segments``, or for an env.json older than them one segment from its top level."""
+    ``segments``, or for an env.json older than them one segment from its top level. The top
+    level describes the machine of the segment that wrote it last, so that segment, if it
+    predates their record, gets its CPU model and precision from there."""
     if not env_path.is_file():
         return []
     env = json.loads(env_path.read_text())
-    if "segments" in env:
-        return list(env["segments"])
     keys = ("started", "finished", "git_commit", "threads")
-    return [{key: env.get(key) for key in keys}]
+    segments = list(env.get("segments") or [{key: env.get(key) for key in keys}])
+    last = segments[-1] = dict(segments[-1])
+    last.setdefault("cpu_model", env.get("cpu_model"))
+    last.setdefault("bf16", env.get("fast_path", {}).get("bf16"))
+    return segments
+
+
+def trained_in_bf16(env: dict[str, Any]) -> bool | str | None:
+    """Whether a run (its env.json) trained with bf16 autocast: True or False, ``"mixed"``
+    where its segments differ (resumed on a CPU with or without native bf16), None where
+    nothing says."""
+    recorded = {s["bf16"] for s in env.get("segments") or [] if s.get("bf16") is not None}
+    if len(recorded) > 1:
+        return "mixed"
+    return recorded.pop() if recorded else env.get("fast_path", {}).get("bf16")

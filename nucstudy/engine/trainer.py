@@ -200,7 +200,7 @@ class Trainer:
 
     def fit(self) -> pd.DataFrame:
         """Train for the run's steps; returns the history (one row per epoch)."""
-        self.segment = new_segment(self.step)
+        self.segment = new_segment(self.step, self.fast_path.bf16)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.config.save(self.run_dir / CONFIG_FILE)

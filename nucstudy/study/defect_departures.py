@@ -8,6 +8,13 @@ import os
 from nucstudy.engine.run_folder import augmentation_frozen
 from nucstudy.study.departure_rows import Aspect, Run
 
+#: What the loader defect did, as a noun phrase the pages that name affected runs put after
+#: "trained with".
+LOADER_DEFECT = (
+    "the loader defect, since fixed: each epoch of a training segment repeated the segment's "
+    "first draw of augmentation (only the order of the patches changed)"
+)
+
 
 def _frozen(run: Run) -> bool:
     return augmentation_frozen(run.env, run.config.workers, run.config.augment)
@@ -29,8 +36,7 @@ DEFECT_ASPECTS: tuple[Aspect, ...] = (
             "no: each training segment repeated its first epoch's draw" if _frozen(run) else "yes"
         ),
         lambda run: not _frozen(run),
-        "a defect of the study's loader, fixed: its worker processes kept the first epoch's "
-        "copy of the data set, so such a run saw one augmentation per patch per segment "
-        "(only the order changed) and overfits sooner; retrained runs record the fix",
+        f"{LOADER_DEFECT}, because the loader's worker processes kept their first copy of the "
+        "data set; such a run fits its training patches sooner, and retrained runs record the fix",
     ),
 )

@@ -18,6 +18,7 @@ import pandas as pd
 from nucstudy.data.augment import build_augmentation
 from nucstudy.data.classes import get_scheme
 from nucstudy.data.sources import parse_source, source_name
+from nucstudy.engine.run_folder import trained_in_bf16
 from nucstudy.study.baseline_departures import BASELINE_ASPECTS
 from nucstudy.study.defect_departures import DEFECT_ASPECTS
 from nucstudy.study.departure_rows import Aspect, Run
@@ -151,10 +152,8 @@ def _weights(run: Run) -> str:
 
 
 def _precision(run: Run) -> str:
-    path = run.env.get("fast_path")
-    if path is None:
-        return "not recorded"
-    return "bf16 autocast + channels_last" if path["bf16"] else "float32"
+    names = {True: "bf16 autocast + channels_last", False: "float32", None: "not recorded"}
+    return names.get(trained_in_bf16(run.env), "bf16 and float32")
 
 
 def _device(run: Run) -> str:

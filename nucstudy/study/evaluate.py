@@ -27,7 +27,7 @@ from nucstudy.engine.device import choose_fast_path, resolve_device
 from nucstudy.engine.inference import predict_labels
 from nucstudy.engine.methods import method_for
 from nucstudy.engine.model_file import TrainedModel, load_model
-from nucstudy.engine.run_folder import augmentation_frozen
+from nucstudy.engine.run_folder import augmentation_frozen, trained_in_bf16
 from nucstudy.metrics import conic_metrics
 from nucstudy.metrics.bootstrap import bootstrap_intervals, per_image_stats
 from nucstudy.postprocess import Thresholds
@@ -294,7 +294,6 @@ def table1_row(
     if "source" not in stats.columns:  # scored before sources were recorded
         bootstrap_by = "patch"
     ci = bootstrap_intervals(stats, n_boot=n_boot, by=bootstrap_by)
-    fast_path = env.get("fast_path", {})
     return {
         **base,
         "status": "done",
@@ -316,7 +315,7 @@ def table1_row(
         "seed": config.seed,
         "device": env.get("device_name"),
         "threads": env.get("threads"),
-        "bf16": fast_path.get("bf16"),
+        "bf16": trained_in_bf16(env),
         "train minutes": training_minutes(env),
         "train GMACs/patch": (env.get("train_multiply_adds_per_patch") or math.nan) / 1e9,
         "augmentation each epoch": not augmentation_frozen(env, config.workers, config.augment),

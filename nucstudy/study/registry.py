@@ -9,7 +9,13 @@ from typing import Any
 
 import pandas as pd
 
-from nucstudy.engine.run_folder import CONFIG_FILE, ENV_FILE, HISTORY_FILE, METRICS_FILE
+from nucstudy.engine.run_folder import (
+    CONFIG_FILE,
+    ENV_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    trained_in_bf16,
+)
 from nucstudy.study.experiment import ExperimentConfig
 
 
@@ -33,7 +39,7 @@ def collect(root: str | os.PathLike) -> pd.DataFrame:
         env = _read_json(run_dir / ENV_FILE)
         for key in ("device_name", "started", "finished", "git_commit"):
             row[key] = env.get(key)
-        row["bf16"] = env.get("fast_path", {}).get("bf16")
+        row["bf16"] = trained_in_bf16(env)
         history = run_dir / HISTORY_FILE
         row["epochs_done"] = len(pd.read_csv(history)) if history.is_file() else 0
         metrics = _read_json(run_dir / METRICS_FILE)

@@ -28,6 +28,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from nucstudy.study.defect_departures import LOADER_DEFECT
 from nucstudy.study.report import MISSING, mean_std, number_text
 from nucstudy.study.verdicts import SPREAD_FACTOR, spread_verdicts
 
@@ -263,10 +264,9 @@ def _frozen_augmentation_sentences(rows: pd.DataFrame) -> list[str]:
     for name, group in frozen.groupby("data set", sort=False):
         methods = ", ".join(dict.fromkeys(group["method"]))
         lines.append(
-            f"{name}: {methods} trained before a defect of the study's loader was fixed: "
-            "each training segment repeated its first epoch's augmentation (only the order "
-            "changed), so these runs saw fewer distinct patches than their epochs and overfit "
-            "sooner; the departures table names them."
+            f"{name}: {methods} trained with {LOADER_DEFECT}, so these runs saw fewer "
+            "distinct patches than their epochs and overfit sooner; the departures table "
+            "names them."
         )
     return lines
 

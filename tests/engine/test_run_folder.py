@@ -10,7 +10,9 @@ from nucstudy.engine.run_folder import (
     WORKERS_REDRAW,
     augmentation_frozen,
     cpu_model,
+    earlier_segments,
     new_segment,
+    trained_in_bf16,
     write_env,
 )
 
@@ -39,10 +41,38 @@ def test_cpu_model_falls_back_to_the_platform_without_proc_cpuinfo(monkeypatch):
 
 
 def test_a_new_segment_records_that_workers_draw_each_epoch():
-    assert new_segment(0)[WORKERS_REDRAW] is True
+    assert new_segment(0, bf16=True)[WORKERS_REDRAW] is True
     old = {"segments": [{"threads": 1}]}
     assert augmentation_frozen(old, workers=4, augment=True)
     assert not augmentation_frozen(old, workers=0, augment=True)
     assert not augmentation_frozen(old, workers=4, augment=False)
-    assert not augmentation_frozen({"segments": [new_segment(0)]}, workers=4, augment=True)
+    assert not augmentation_frozen(
+        {"segments": [new_segment(0, bf16=True)]}, workers=4, augment=True
+    )
     assert augmentation_frozen({"threads": 1}, workers=4, augment=True)  # before segments
+
+
+def test_each_segment_names_its_machine_and_precision(tmp_path):
+    """A run resumed on another CPU may train in another precision: each segment says which."""
+    segment = new_segment(5, bf16=False)
+    assert segment["cpu_model"] == cpu_model() and segment["bf16"] is False
+    assert segment["from_step"] == 5
+    # an env.json from before segments recorded them: its top level is the last writer's
+    first, second = {"from_step": 0, "to_step": 10}, {"from_step": 10, "to_step": 20}
+    env = {"segments": [first, second], "cpu_model": "CPU A", "fast_path": {"bf16": True}}
+    (tmp_path / ENV_FILE).write_text(json.dumps(env))
+    resumed = earlier_segments(tmp_path / ENV_FILE)
+    assert resumed[1] == {**second, "cpu_model": "CPU A", "bf16": True}
+    assert resumed[0] == first  # its machine is not known: left unsaid
+    recorded = {**second, "cpu_model": "CPU B", "bf16": False}
+    (tmp_path / ENV_FILE).write_text(json.dumps({**env, "segments": [first, recorded]}))
+    assert earlier_segments(tmp_path / ENV_FILE)[1] == recorded  # its own record kept
+
+
+def test_a_run_trained_in_both_precisions_says_so():
+    assert trained_in_bf16({"fast_path": {"bf16": True}}) is True  # before segments said it
+    assert trained_in_bf16({}) is None
+    both = {"segments": [{"bf16": True}, {"bf16": False}], "fast_path": {"bf16": False}}
+    assert trained_in_bf16(both) == "mixed"
+    one = {"segments": [{"threads": 1}, {"bf16": False}], "fast_path": {"bf16": False}}
+    assert trained_in_bf16(one) is False

@@ -47,6 +47,9 @@ def test_a_cpu_demo_run_on_consep_lists_its_departures():
     for aspect in ("data set", "classes", "epochs", "batch size", "random crop", "hardware"):
         assert table.loc[aspect, "departs"] == "yes", aspect
     assert table.loc["precision", "x"] == "float32"
+    resumed = _run(config, scheme="consep", bf16=False)
+    resumed.env["segments"] = [{"bf16": True}, {"bf16": False}]  # resumed on another CPU
+    assert departures_table([resumed]).loc["precision", "x"] == "bf16 and float32"
     assert table.loc["classes", "x"] == "4 CoNSeP classes"
     assert table.loc["TP class weights", "x"] == "the paper's, mapped onto CoNSeP's classes"
     assert table.loc["test split", "x"] == "CoNSeP's official test tiles"

@@ -166,10 +166,10 @@ def test_runs_trained_before_the_loader_fix_get_a_caveat():
     flags = rows["method"] == "HoVer-Net"
     caveats = protocol_sentences(rows.assign(**{"augmentation each epoch": ~flags}))[1:]
     assert caveats == [
-        "consep: HoVer-Net trained before a defect of the study's loader was fixed: each "
-        "training segment repeated its first epoch's augmentation (only the order changed), so "
-        "these runs saw fewer distinct patches than their epochs and overfit sooner; the "
-        "departures table names them."
+        "consep: HoVer-Net trained with the loader defect, since fixed: each epoch of a "
+        "training segment repeated the segment's first draw of augmentation (only the order of "
+        "the patches changed), so these runs saw fewer distinct patches than their epochs and "
+        "overfit sooner; the departures table names them."
     ]
     assert len(protocol_sentences(rows.assign(**{"augmentation each epoch": True}))) == 1
 
