@@ -158,8 +158,11 @@ def plot_answer(rows: pd.DataFrame) -> plt.Figure:
         for offset, (_, row) in zip(offsets, done.iterrows(), strict=True):
             value = float(row["mPQ+"])
             low, high = _interval(row["mPQ+ 95% CI"])
-            ax.errorbar(value, y + offset, xerr=[[value - low], [high - value]], fmt="o",
-                        color="tab:blue", capsize=3, markersize=4)  # fmt: skip
+            # the interval drawn apart from the point: a percentile interval of mPQ+, a ratio
+            # of sums, need not contain the value over the whole test set (small test sets)
+            ax.errorbar((low + high) / 2, y + offset, xerr=(high - low) / 2, fmt="none",
+                        ecolor="tab:blue", capsize=3)  # fmt: skip
+            ax.plot(value, y + offset, "o", color="tab:blue", markersize=4)
         ax.scatter(PUBLISHED[method][0], y, facecolors="none", edgecolors="grey")
     labels = [
         f"{data_set}: {method.replace(' (proposed)', '')}" for (data_set, method), _ in groups

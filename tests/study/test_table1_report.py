@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import matplotlib
+import numpy as np
 import pandas as pd
 
 from nucstudy.study.table1_report import (
@@ -178,6 +179,16 @@ def test_the_figure_shows_one_point_per_seed_on_one_row_per_method():
     (ax,) = plot_answer(_two_seeds()).axes
     assert len(ax.get_yticklabels()) == 3
     assert len(ax.containers) == 5  # an error bar per finished run
+
+
+def test_a_value_outside_its_interval_is_drawn_where_it_is():
+    """A percentile interval of mPQ+ (a ratio of sums) may miss the whole test set's value."""
+    rows = _two_seeds()
+    rows.loc[0, "mPQ+"] = 0.30  # below its interval [0.31, 0.37]
+    (ax,) = plot_answer(rows).axes
+    (_, _, (bar,)) = ax.containers[0]
+    assert np.allclose(bar.get_segments()[0][:, 0], [0.31, 0.37])
+    assert any(np.allclose(line.get_xdata(), [0.30]) for line in ax.get_lines())
 
 
 def test_the_protocol_sentence_tells_equal_compute_from_equal_epochs():
