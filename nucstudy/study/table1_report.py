@@ -258,13 +258,19 @@ def protocol_sentences(rows: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _frozen_augmentation_sentences(rows: pd.DataFrame) -> list[str]:
-    """Per data set, the finished runs trained before the loader fix (each training segment
-    repeated its first epoch's augmentation), as a caveat; none where every run had it."""
-    lines = []
+def frozen_augmentation_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The finished rows trained before the loader fix (each training segment repeated its
+    first epoch's augmentation): ``augmentation each epoch`` False; unrecorded counts as
+    drawn each epoch."""
     done = rows[rows["status"] == "done"]
-    frozen = done[~_column(done, "augmentation each epoch").fillna(True).astype(bool)]
-    for name, group in frozen.groupby("data set", sort=False):
+    return done[~_column(done, "augmentation each epoch").fillna(True).astype(bool)]
+
+
+def _frozen_augmentation_sentences(rows: pd.DataFrame) -> list[str]:
+    """Per data set, the finished runs trained before the loader fix, as a caveat; none
+    where every run drew its augmentation each epoch."""
+    lines = []
+    for name, group in frozen_augmentation_rows(rows).groupby("data set", sort=False):
         methods = ", ".join(dict.fromkeys(group["method"]))
         lines.append(
             f"{name}: {methods} trained with {LOADER_DEFECT}, so these runs saw fewer "

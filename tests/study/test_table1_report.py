@@ -12,6 +12,7 @@ from nucstudy.study.table1_report import (
     PROPOSED,
     PUBLISHED,
     answer_table,
+    frozen_augmentation_rows,
     interval_sentence,
     order_sentences,
     plot_answer,
@@ -173,6 +174,13 @@ def test_runs_trained_before_the_loader_fix_get_a_caveat():
         "overfit sooner; the departures table names them."
     ]
     assert len(protocol_sentences(rows.assign(**{"augmentation each epoch": True}))) == 1
+
+
+def test_the_rows_trained_before_the_loader_fix_are_the_finished_ones_without_it():
+    rows = _two_seeds()
+    assert frozen_augmentation_rows(rows).empty  # not recorded: drawn each epoch
+    flagged = rows.assign(**{"augmentation each epoch": rows["method"] != "HoVer-Net"})
+    assert frozen_augmentation_rows(flagged)["method"].tolist() == ["HoVer-Net", "HoVer-Net"]
 
 
 def test_the_figure_shows_one_point_per_seed_on_one_row_per_method():
