@@ -168,12 +168,17 @@ def toc_title(page: Path, toc: Path = REPO_ROOT / "_toc.yml") -> str | None:
 
 def _freeze(path: Path, title: str | None = None) -> None:
     """Mark an executed notebook so that the book shows it as is and never runs it again,
-    headed by ``title`` (the page's title in the table of contents) where one is given: the
-    templates are rendered into several pages, and each page's heading names its own."""
+    its parameters (papermill's injected cell) folded away, headed by ``title`` (the page's
+    title in the table of contents) where one is given: the templates are rendered into
+    several pages, and each page's heading names its own."""
     import nbformat
 
     notebook = nbformat.read(path, as_version=4)
     notebook.metadata["mystnb"] = {"execution_mode": "off"}
+    for cell in notebook.cells:  # papermill's copy of the parameters: shown on request
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            tags.append("hide-input")
     if title is not None:
         retitle(notebook, title)
     nbformat.write(notebook, path)

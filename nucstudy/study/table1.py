@@ -223,9 +223,9 @@ def run_table1(
             estimate = estimate_minutes(config)
             if estimate > left:
                 skipped[method] = (
-                    f"not trained here: about {estimate:.0f} min measured on this machine, "
-                    f"more than the {max(left, 0):.0f} min left for training Table I in "
-                    "this run of the study"
+                    f"not trained here: its training would take about {estimate:.0f} min on "
+                    f"this machine (measured), more than the {max(left, 0):.0f} min this run "
+                    "of the study sets aside for it"
                 )
                 if progress:
                     print(f"[table1] {method}: {skipped[method]}", flush=True)

@@ -1,4 +1,4 @@
-"""Table I as the book shows it: the answer first, the provenance after.
+"""Table I as the book shows it: the answer first (the provenance: :mod:`table1_provenance`).
 
 :func:`nucstudy.study.table1.table1_rows` gives one wide row per method and data set (scores,
 intervals, provenance, training). The Table I page opens with what carries the claim and
@@ -9,12 +9,14 @@ keeps the rest for the reader who wants it:
   steps and training minutes;
 - :func:`plot_answer`: our mPQ+, one point per seed with its interval, beside the paper's;
 - :func:`interval_sentence`: over what the intervals were drawn, generated from the rows;
+- :func:`defect_warning`: a warning box naming the rows trained before the loader fix
+  (marked ``DEFECT_MARK`` in the table and the figure), to open the page with;
 - :func:`protocol_sentences`: per data set, the training budget its methods shared;
+- :func:`training_end_sentences`: the runs still improving when their training ended, and
+  those that peaked in the first half of it;
 - :func:`order_sentences`: per data set, whether the proposed model's mPQ+ is above or below
   each baseline's, and whether the difference exceeds twice the seed spread (with one seed
   each: whether the intervals overlap), generated from the rows;
-- :func:`provenance_table`: where one data set's rows come from, one column per run, every
-  value as text (counts as integers).
 
 The rows may hold several seeds of a method (column ``seed``,
 :func:`nucstudy.study.table1.table1_seed_rows`); without that column each row is one run.
@@ -40,33 +42,8 @@ PUBLISHED: dict[str, tuple[float, float]] = {
 }
 #: The label of the proposed model's rows.
 PROPOSED = "SE-Res U-Net + CA (proposed)"
-#: Provenance fields shown, in order (those a row lacks are left out).
-PROVENANCE = (
-    "status",
-    "test data",
-    "test patches",
-    "CI over",
-    "post-processing",
-    "preset",
-    "model",
-    "protocol",
-    "epochs",
-    "best epoch",
-    "steps",
-    "images seen",
-    "budget min",
-    "still improving",
-    "train minutes",
-    "train GMACs/patch",
-    "GMACs counted",
-    "seed",
-    "device",
-    "threads",
-    "bf16",
-    "commit",
-)
-#: Provenance fields that count (shown as integers).
-COUNTED = ("test patches", "epochs", "best epoch", "steps", "images seen", "seed", "threads")
+#: Beside the mPQ+ of a row (and the figure's label) whose runs trained before the loader fix.
+DEFECT_MARK = "†"
 
 
 def _interval(text: Any) -> tuple[float, float]:
@@ -82,7 +59,7 @@ def _runs(rows: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
     return list(rows.groupby(["data set", "method"], sort=False))
 
 
-def _column(rows: pd.DataFrame, name: str) -> pd.Series:
+def column_or_nan(rows: pd.DataFrame, name: str) -> pd.Series:
     """Column ``name`` of ``rows``, or NaN in every row where no run recorded it."""
     return rows[name] if name in rows else pd.Series(math.nan, index=rows.index)
 
@@ -118,6 +95,7 @@ def answer_table(rows: pd.DataFrame) -> pd.DataFrame:
          "steps": MISSING, "train min": MISSING}
         for method, (mpq, r2) in PUBLISHED.items()
     ]  # fmt: skip
+    marked = _marked(rows)
     for (data_set, method), group in _runs(rows):
         done = group[group["status"] == "done"]
         if done.empty:  # nothing finished: the status says why, no count of seeds
@@ -127,16 +105,17 @@ def answer_table(rows: pd.DataFrame) -> pd.DataFrame:
                           "steps": MISSING, "train min": MISSING})  # fmt: skip
             continue
         seeds = f"{len(done)}" if len(done) == len(group) else f"{len(done)} of {len(group)}"
+        mark = f" {DEFECT_MARK}" if (data_set, method) in marked else ""
         table.append(
             {
                 "data set": data_set,
                 "method": method,
                 "seeds": seeds,
-                "mPQ+": mean_std(done["mPQ+"], 4),
+                "mPQ+": mean_std(done["mPQ+"], 4) + mark,
                 "mPQ+ 95% CI": "; ".join(done["mPQ+ 95% CI"]),
                 "R²": mean_std(done["R²"], 4),
-                "steps": _span(_column(done, "steps"), 0),
-                "train min": _span(_column(done, "train minutes"), 0),
+                "steps": _span(column_or_nan(done, "steps"), 0),
+                "train min": _span(column_or_nan(done, "train minutes"), 0),
             }
         )
     return pd.DataFrame(table)
@@ -164,8 +143,11 @@ def plot_answer(rows: pd.DataFrame) -> plt.Figure:
                         ecolor="tab:blue", capsize=3)  # fmt: skip
             ax.plot(value, y + offset, "o", color="tab:blue", markersize=4)
         ax.scatter(PUBLISHED[method][0], y, facecolors="none", edgecolors="grey")
+    marked = _marked(rows)
     labels = [
-        f"{data_set}: {method.replace(' (proposed)', '')}" for (data_set, method), _ in groups
+        f"{data_set}: {method.replace(' (proposed)', '')}"
+        + (f" {DEFECT_MARK}" if (data_set, method) in marked else "")
+        for (data_set, method), _ in groups
     ]
     ax.set_yticks(range(len(groups)), labels)
     ax.set(xlabel="mPQ+", ylim=(len(groups) - 0.5, -0.5))
@@ -230,9 +212,9 @@ def protocol_sentences(rows: pd.DataFrame) -> list[str]:
         done = group[group["status"] == "done"]
         if done.empty:
             continue
-        budget = _column(done, "budget min")
+        budget = column_or_nan(done, "budget min")
         if budget.notna().all() and budget.nunique() == 1:
-            threads = set(_column(done, "threads").dropna())
+            threads = set(column_or_nan(done, "threads").dropna())
             count = threads.pop() if len(threads) == 1 else None
             on = f" ({count:.0f} thread{'s' if count != 1 else ''} each)" if count else ""
             finished = list(dict.fromkeys(done["method"]))
@@ -243,10 +225,10 @@ def protocol_sentences(rows: pd.DataFrame) -> list[str]:
             )
             lines.append(
                 f"{name}: each method gets the same {number_text(budget.iloc[0], 0)} minutes "
-                f"of training on this machine{on}, the optimiser steps its own step time, "
-                "measured before training, buys (its train min is the wall clock it took, "
-                "which other work on the machine, or steps that grow slower as it learns, can "
-                f"lengthen){so_far}."
+                f"of training on this machine{on}: as many optimiser steps as its step time, "
+                "measured before training, fits in them (its train min is the wall clock it "
+                "took, which other work on the machine, or steps that grow slower as it learns, "
+                f"can lengthen){so_far}."
             )
             continue
         epochs = "; ".join(
@@ -254,7 +236,36 @@ def protocol_sentences(rows: pd.DataFrame) -> list[str]:
             for method, runs in done.groupby("method", sort=False)
         )
         lines.append(f"{name}: trained in epochs, not in equal time ({epochs} epochs).")
-    lines.extend(_frozen_augmentation_sentences(rows))
+    return lines
+
+
+def training_end_sentences(rows: pd.DataFrame) -> list[str]:
+    """Per data set, the finished runs whose training ended too early or too late to show
+    the method at its best: those whose validation mPQ+ was still rising at the end
+    (``still improving`` "yes"), and those whose best validation came in the first half of
+    their epochs (their test score is the best checkpoint's, but they trained on past it).
+
+    Args:
+        rows: as for :func:`answer_table` (columns ``still improving``, ``best epoch`` and
+            ``epochs`` where the runs record them).
+    """
+    lines = []
+    for name, done in rows[rows["status"] == "done"].groupby("data set", sort=False):
+        rising = done[column_or_nan(done, "still improving") == "yes"]
+        for _, row in rising.iterrows():
+            lines.append(
+                f"{name}: {row['method']} (seed {row['seed']:.0f}) was still improving when "
+                "its training ended: more training could raise its score."
+            )
+        best, epochs = column_or_nan(done, "best epoch"), column_or_nan(done, "epochs")
+        early = done[best < epochs / 2]
+        for (_, row), b, e in zip(early.iterrows(), best[early.index], epochs[early.index],
+                                  strict=True):  # fmt: skip
+            lines.append(
+                f"{name}: {row['method']} (seed {row['seed']:.0f}) scored its best validation "
+                f"mPQ+ at epoch {b:.0f} of {e:.0f}; its test score is that checkpoint's, and "
+                "it had stopped gaining long before its training ended."
+            )
     return lines
 
 
@@ -263,21 +274,34 @@ def frozen_augmentation_rows(rows: pd.DataFrame) -> pd.DataFrame:
     first epoch's augmentation): ``augmentation each epoch`` False; unrecorded counts as
     drawn each epoch."""
     done = rows[rows["status"] == "done"]
-    return done[~_column(done, "augmentation each epoch").fillna(True).astype(bool)]
+    return done[~column_or_nan(done, "augmentation each epoch").fillna(True).astype(bool)]
 
 
-def _frozen_augmentation_sentences(rows: pd.DataFrame) -> list[str]:
-    """Per data set, the finished runs trained before the loader fix, as a caveat; none
-    where every run drew its augmentation each epoch."""
-    lines = []
-    for name, group in frozen_augmentation_rows(rows).groupby("data set", sort=False):
-        methods = ", ".join(dict.fromkeys(group["method"]))
-        lines.append(
-            f"{name}: {methods} trained with {LOADER_DEFECT}, so these runs saw fewer "
-            "distinct patches than their epochs and overfit sooner; the departures table "
-            "names them."
-        )
-    return lines
+def defect_warning(rows: pd.DataFrame) -> str:
+    """A MyST warning box naming, per data set, the finished runs trained before the loader
+    fix (:func:`frozen_augmentation_rows`), marked ``DEFECT_MARK`` in the table and the
+    figure; an empty string where every run drew its augmentation each epoch."""
+    hit = frozen_augmentation_rows(rows)
+    if hit.empty:
+        return ""
+    where = "; ".join(
+        f"{name}: {', '.join(dict.fromkeys(group['method']))}"
+        for name, group in hit.groupby("data set", sort=False)
+    )
+    return (
+        "```{warning}\n"
+        f"Some rows below ({DEFECT_MARK} in the table and the figure) trained with "
+        f"{LOADER_DEFECT}. These runs saw fewer distinct patches than their epochs and "
+        "overfit sooner, so their scores may understate what the method reaches with the "
+        f"same training. They are {where}. The departures table names them too.\n"
+        "```"
+    )
+
+
+def _marked(rows: pd.DataFrame) -> set[tuple[str, str]]:
+    """The (data set, method) pairs with a finished run trained before the loader fix."""
+    hit = frozen_augmentation_rows(rows)
+    return set(zip(hit["data set"], hit["method"], strict=True))
 
 
 def order_sentences(rows: pd.DataFrame) -> list[str]:
@@ -334,39 +358,3 @@ def _comparison(ours: pd.DataFrame, other: pd.DataFrame, method: str) -> str:
         f"{'each' if len(ours) == len(other) else 'one of them'}: the seed spread is not "
         "measured)."
     )
-
-
-def provenance_table(rows: pd.DataFrame, data_set: str) -> pd.DataFrame:
-    """Where one data set's rows come from: one column per run, one row per field.
-
-    Args:
-        rows: as for :func:`answer_table`.
-        data_set: the ``data set`` whose rows are shown.
-
-    Returns:
-        String DataFrame indexed by field (named ``field``), the fields of
-        :data:`PROVENANCE` that any of the rows has; one column per run, named by its
-        method (``method, seed N`` where the method has several); counts as integers, other
-        numbers to one decimal, missing values as a dash.
-    """
-    group = rows[rows["data set"] == data_set]
-    several = group["method"].duplicated(keep=False)
-    names = [
-        f"{method}, seed {number_text(seed, 0)}" if repeated else method
-        for method, seed, repeated in zip(
-            group["method"], _column(group, "seed"), several, strict=True
-        )
-    ]
-    group = group.set_axis(names)
-    fields = [f for f in PROVENANCE if f in group.columns and group[f].notna().any()]
-    return pd.DataFrame(
-        {name: [_field_text(group.loc[name, f], f) for f in fields] for name in group.index},
-        index=pd.Index(fields, name="field"),
-    )
-
-
-def _field_text(value: Any, field: str) -> str:
-    """One provenance value as text (see :func:`provenance_table`)."""
-    if isinstance(value, bool):
-        return str(value)
-    return number_text(value, 0 if field in COUNTED else 1)

@@ -8,16 +8,19 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
+from nucstudy.study.table1_provenance import provenance_table
 from nucstudy.study.table1_report import (
+    DEFECT_MARK,
     PROPOSED,
     PUBLISHED,
     answer_table,
+    defect_warning,
     frozen_augmentation_rows,
     interval_sentence,
     order_sentences,
     plot_answer,
     protocol_sentences,
-    provenance_table,
+    training_end_sentences,
 )
 
 matplotlib.use("Agg")
@@ -162,18 +165,33 @@ def test_provenance_names_each_seed_where_a_method_has_several():
     assert table.loc["steps", "HoVer-Net, seed 1"] == "4,700"
 
 
-def test_runs_trained_before_the_loader_fix_get_a_caveat():
-    rows = _two_seeds().assign(**{"budget min": 150.0, "threads": 1.0, "epochs": 50})
-    assert len(protocol_sentences(rows)) == 1  # no column: runs from before it was recorded
-    flags = rows["method"] == "HoVer-Net"
-    caveats = protocol_sentences(rows.assign(**{"augmentation each epoch": ~flags}))[1:]
-    assert caveats == [
-        "consep: HoVer-Net trained with the loader defect, since fixed: each epoch of a "
-        "training segment repeated the segment's first draw of augmentation (only the order of "
-        "the patches changed), so these runs saw fewer distinct patches than their epochs and "
-        "overfit sooner; the departures table names them."
-    ]
-    assert len(protocol_sentences(rows.assign(**{"augmentation each epoch": True}))) == 1
+def test_runs_trained_before_the_loader_fix_open_the_page_with_a_warning_and_a_mark():
+    rows = _two_seeds()
+    assert defect_warning(rows) == ""  # no column: runs from before it was recorded
+    flagged = rows.assign(**{"augmentation each epoch": rows["method"] != "HoVer-Net"})
+    warning = defect_warning(flagged)
+    assert warning.startswith("```{warning}\n") and warning.endswith("\n```")
+    assert "They are consep: HoVer-Net." in warning
+    table = answer_table(flagged).set_index(["data set", "method"])
+    assert table.loc[("consep", "HoVer-Net"), "mPQ+"].endswith(DEFECT_MARK)
+    assert not table.loc[("consep", PROPOSED), "mPQ+"].endswith(DEFECT_MARK)
+    (ax,) = plot_answer(flagged).axes
+    labels = [label.get_text() for label in ax.get_yticklabels()]
+    assert [label.endswith(DEFECT_MARK) for label in labels].count(True) == 1
+    assert defect_warning(rows.assign(**{"augmentation each epoch": True})) == ""
+
+
+def test_runs_stopped_while_improving_or_long_after_their_best_are_named():
+    rows = _two_seeds().assign(**{"still improving": "no", "best epoch": 40.0, "epochs": 50.0})
+    assert training_end_sentences(rows) == []
+    rows.loc[0, "still improving"] = "yes"
+    rows.loc[1, "best epoch"] = 10.0
+    lines = training_end_sentences(rows)
+    assert len(lines) == 2
+    assert (
+        f"{rows.loc[0, 'method']} (seed {rows.loc[0, 'seed']:.0f}) was still improving" in lines[0]
+    )
+    assert "best validation mPQ+ at epoch 10 of 50" in lines[1]
 
 
 def test_the_rows_trained_before_the_loader_fix_are_the_finished_ones_without_it():
@@ -203,9 +221,9 @@ def test_the_protocol_sentence_tells_equal_compute_from_equal_epochs():
     equal = _two_seeds().assign(**{"budget min": 150.0, "threads": 1.0, "epochs": 50})
     assert protocol_sentences(equal) == [
         "consep: each method gets the same 150 minutes of training on this machine (1 thread "
-        "each), the optimiser steps its own step time, measured before training, buys (its "
-        "train min is the wall clock it took, which other work on the machine, or steps that "
-        "grow slower as it learns, can lengthen)."
+        "each): as many optimiser steps as its step time, measured before training, fits in "
+        "them (its train min is the wall clock it took, which other work on the machine, or "
+        "steps that grow slower as it learns, can lengthen)."
     ]
     started = equal[equal["method"] != "HoVer-Net"].assign(
         status=lambda rows: rows["status"].where(rows["method"] == PROPOSED, "pending")
