@@ -15,9 +15,12 @@
   :mod:`~nucstudy.study.submission` (challenge files), :mod:`~nucstudy.study.plots` and
   :mod:`~nucstudy.study.paths` (the figures and folders the book shares);
 - what the book's results pages show: :mod:`~nucstudy.study.report` (tables as the book
-  shows them), :mod:`~nucstudy.study.table1_report` (Table I's answer first, provenance
-  after), :mod:`~nucstudy.study.ood_report` and :mod:`~nucstudy.study.ood_plots` (the
-  out-of-domain results by recipe, means over seeds).
+  shows them), :mod:`~nucstudy.study.table1_report` and
+  :mod:`~nucstudy.study.table1_provenance` (Table I's answer first, provenance after),
+  :mod:`~nucstudy.study.ood_report`, :mod:`~nucstudy.study.ood_summary` and
+  :mod:`~nucstudy.study.ood_plots` (the out-of-domain results by recipe, means over seeds,
+  and the sentences that read them out), :mod:`~nucstudy.study.config_words` (a run's
+  settings in words).
 
 May import every layer but the cli.
 """

@@ -5,23 +5,39 @@ the protocol in :data:`ASPECTS` (compared with the paper there) or is listed in
 :data:`NOT_PROTOCOL` (names, paths, devices, speed settings that change nothing the paper
 describes). A test keeps the two lists complete, so a new config field cannot escape the
 table. :func:`departures_table` gives one row per aspect: the paper's value, each run's
-value, whether it departs, and why. Aspects of one method only (the set-up of the Table I
-baselines) have an ``applies`` test: they are listed only when some run is of that method.
+value, whether it departs, and why; :func:`departures_summary` gives the same rows with the
+runs' values merged into one column (each value once, with the runs that have it), narrow
+enough for a page. Aspects of one method only (the set-up of the Table I baselines) have an
+``applies`` test: they are listed only when some run is of that method. The values are in
+words (:mod:`nucstudy.study.config_words`).
 """
 
 from __future__ import annotations
 
-import inspect
-
 import pandas as pd
 
-from nucstudy.data.augment import build_augmentation
 from nucstudy.data.classes import get_scheme
 from nucstudy.data.sources import parse_source, source_name
 from nucstudy.engine.run_folder import trained_in_bf16
 from nucstudy.study.baseline_departures import BASELINE_ASPECTS
+from nucstudy.study.config_words import (
+    EXTRA_WORDS,
+    STAIN_WORDS,
+    augmentation_words,
+    loss_words,
+    network_words,
+    rate_words,
+)
 from nucstudy.study.defect_departures import DEFECT_ASPECTS
-from nucstudy.study.departure_rows import Aspect, Run
+from nucstudy.study.departure_rows import Aspect, Run, departures_summary
+
+__all__ = [
+    "ASPECTS",
+    "BASELINE_ASPECTS",
+    "NOT_PROTOCOL",
+    "departures_summary",
+    "departures_table",
+]
 
 
 def _data(run: Run) -> str:
@@ -55,18 +71,6 @@ def _crop(run: Run) -> str:
     return size + (f" ({config.crop_fraction:g} of the side)" if config.crop_fraction else "")
 
 
-def _augmentation(run: Run) -> str:
-    if not run.config.augment:
-        return "none"
-    defaults = inspect.signature(build_augmentation).parameters
-    return (
-        f"flips; rescale {tuple(run.config.scale_range)}"
-        + (" (aspect ratio kept)" if run.config.keep_ratio else "")
-        + f", rotation {defaults['rotate'].default} deg (p 0.8); HSV shifts "
-        f"{defaults['hsv'].default} (p 0.8)"
-    )
-
-
 #: Class schemes as the table names them.
 _SCHEME_NAMES = {"conic": "CoNIC", "consep": "CoNSeP"}
 
@@ -82,7 +86,9 @@ def _length(run: Run) -> str:
     config = run.config
     if config.steps is not None:
         return f"{config.steps:,} optimiser steps"
-    return f"{config.images:,} patches seen" if config.images is not None else str(config.epochs)
+    if config.images is not None:
+        return f"{config.images:,} patches seen"
+    return f"{config.epochs} epochs"
 
 
 def _optimiser(run: Run) -> str:
@@ -92,7 +98,8 @@ def _optimiser(run: Run) -> str:
     else:
         at = config.lr_milestone_fractions or config.lr_milestones
         of = " of the run" if config.lr_milestone_fractions else ""
-        schedule = f"x{config.lr_gamma:g} at {', '.join(f'{m:g}' for m in at)}{of}"
+        epochs = "" if config.lr_milestone_fractions else "epochs "
+        schedule = f"x{config.lr_gamma:g} at {epochs}{', '.join(f'{m:g}' for m in at)}{of}"
     extras = [
         f"weight decay {config.weight_decay:g}" if config.weight_decay else "",
         f"warm-up {config.warmup_steps} steps" if config.warmup_steps else "",
@@ -100,7 +107,7 @@ def _optimiser(run: Run) -> str:
         if config.ema_decay is not None
         else "",
     ]
-    return ", ".join([f"Adam, {config.lr:g}, {schedule}", *filter(None, extras)])
+    return ", ".join([f"Adam, {rate_words(config.lr)}, {schedule}", *filter(None, extras)])
 
 
 def _paper_optimiser(run: Run) -> bool:
@@ -110,34 +117,6 @@ def _paper_optimiser(run: Run) -> bool:
         and not (config.lr_milestone_fractions or config.weight_decay or config.warmup_steps)
         and config.ema_decay is None
     )
-
-
-def _loss(run: Run) -> str:
-    config = run.config
-    text = {
-        "paper": "the paper's (Dice: mean over classes)",
-        "hovernet": "HoVer-Net's (adds MSGE; Dice summed over classes)",
-        "maskrcnn": "torchvision's Mask R-CNN losses",
-    }[config.loss]
-    weights = ", ".join(f"{k} {v:g}" for k, v in config.loss_weights.items())
-    present = "; Dice over the classes present" if config.dice_classes == "present" else ""
-    return text + (f"; term weights {weights}" if weights else "") + present
-
-
-_STAIN_TEXT = {
-    "none": "none",
-    "default": "HEStain (random preset stain matrices, p 0.5)",
-    "strong": (
-        "strong: HEStain on every patch (intensity x0.5-1.5, shift +-0.3), brightness and "
-        "contrast +-30 %, gamma 0.7-1.5 (p 0.8 each)"
-    ),
-}
-
-#: How each of ``ExperimentConfig.extra_augment``'s names reads in the table.
-_EXTRA_TEXT = {
-    "blur_noise": "Gaussian or median blur (p 0.3), Gaussian noise (p 0.3)",
-    "grayscale": "grayscale (p 0.2)",
-}
 
 
 def _weights(run: Run) -> str:
@@ -199,17 +178,17 @@ ASPECTS: tuple[Aspect, ...] = (
         "network width, depth",
         "not given",
         ("model", "model_options"),
-        lambda run: run.config.model_text,
+        lambda run: network_words(run.config.model, run.config.model_options),
         lambda run: False,
         "the paper gives no widths: the default is 32 channels, 5 levels; cpu-demo halves "
         "the width and drops a level to train in minutes on 2 CPU cores",
     ),
     Aspect(
         "epochs",
-        "50",
+        "50 epochs",
         ("epochs", "steps", "images"),
         _length,
-        lambda run: _length(run) == "50",
+        lambda run: _length(run) == "50 epochs",
         "the compute at hand: 2 CPU cores, no GPU",
     ),
     Aspect(
@@ -234,7 +213,7 @@ ASPECTS: tuple[Aspect, ...] = (
         "augmentation",
         "flips, rescale, rotation, random HSV (ranges not given)",
         ("augment", "scale_range", "keep_ratio"),
-        _augmentation,
+        lambda run: augmentation_words(run.config),
         lambda run: False,
         "the paper gives no ranges: these are the study's",
     ),
@@ -251,7 +230,7 @@ ASPECTS: tuple[Aspect, ...] = (
         "stain augmentation",
         "none (random HSV only)",
         ("stain_augment", "stain_strength"),
-        lambda run: _STAIN_TEXT[run.config.stain_augmentation_used],
+        lambda run: STAIN_WORDS[run.config.stain_augmentation_used],
         lambda run: run.config.stain_augmentation_used == "none",
         "added for tissue stained unlike the training set (the out-of-domain page)",
     ),
@@ -260,7 +239,7 @@ ASPECTS: tuple[Aspect, ...] = (
         "none",
         ("extra_augment",),
         lambda run: (
-            ", ".join(_EXTRA_TEXT[name] for name in run.config.extra_augment)
+            ", ".join(EXTRA_WORDS[name] for name in run.config.extra_augment)
             if run.config.augment and run.config.extra_augment
             else "none"
         ),
@@ -295,13 +274,13 @@ ASPECTS: tuple[Aspect, ...] = (
         "loss",
         "CE + Dice (NP), MSE (HV), weighted CE + Dice (TP); Dice the mean over classes",
         ("loss", "loss_weights", "dice_classes"),
-        _loss,
+        lambda run: loss_words(run.config),
         lambda run: (
             (run.config.loss, run.config.dice_classes) == ("paper", "all")
             and not run.config.loss_weights
         ),
-        "each baseline keeps its own loss; term weights and the Dice over present classes "
-        "are the training recipe's options",
+        "the study's recipe adds HoVer-Net's HV terms to the paper's loss (the recipe page "
+        "measures them against the loss as written); a Table I baseline keeps its own loss",
     ),
     Aspect(
         "patch sampling",
@@ -381,7 +360,17 @@ def departures_table(runs: list[Run]) -> pd.DataFrame:
     Returns:
         DataFrame indexed by aspect with columns ``paper``, one per run (its name),
         ``departs`` ("yes" / "no") and ``why`` (empty where no run departs).
+
+    Raises:
+        ValueError: two runs of one name, or a run named like one of the other columns.
     """
+    names = [run.name for run in runs]
+    taken = {"paper", "departs", "why"} & set(names)
+    if taken or len(set(names)) < len(names):
+        raise ValueError(
+            "every run of the departures table needs a name of its own, not paper, departs "
+            f"or why; got {', '.join(names)}"
+        )
     rows = []
     for aspect in ASPECTS + DEFECT_ASPECTS + BASELINE_ASPECTS:
         applying = [aspect.applies(run) for run in runs]

@@ -12,11 +12,12 @@ classical floor. One run is one draw, so this module reads that table by recipe:
 - :func:`group_runs`: one row per recipe and test condition, mean and standard deviation
   over seeds;
 - :func:`recipe_table`: one row per recipe, its scores on CoNSeP and CPM-15 side by side;
-- :func:`floor_verdict`: the headline, means over seeds first, best single runs after;
 - :func:`spurious_cost`, :func:`spurious_sentence`: nuclei predicted and invented by each
   tuned run with HoVer-Net's thresholds and with its own;
 
-Its figure, one dot per seed per recipe, is :func:`nucstudy.study.ood_plots.plot_seeds`.
+Its figure, one dot per seed per recipe, is :func:`nucstudy.study.ood_plots.plot_seeds`;
+the sentences that sum the table up (the floor, the remedies, in and out of domain) are in
+:mod:`nucstudy.study.ood_summary`.
 
 Every score is unitless (binary PQ, DQ, SQ, AJI, Dice in [0, 1]); counts are nuclei summed
 over the test tiles.
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from nucstudy.study.ood import CLASSICAL_ROW
+from nucstudy.study.paths import REPO_ROOT, STUDY_MODEL_RUN
 from nucstudy.study.report import mean_std
 
 __all__ = [
@@ -40,11 +42,10 @@ __all__ = [
     "NETWORKS",
     "NOTHING",
     "REMEDIES",
+    "SHIPPED",
     "TUNED",
     "add_consep_scores",
     "arm_words",
-    "describe",
-    "floor_verdict",
     "group_runs",
     "label_runs",
     "recipe_table",
@@ -74,6 +75,12 @@ REMEDIES = {
 }
 #: Arms of the recipe runs (``results/runs/consep-recipe``), named by what they are as a whole.
 RECIPE_ARMS = {"reference": ("proposed network", ["study recipe"])}
+#: A long run of a preset's network with the study's recipe
+#: (:func:`nucstudy.study.recipe.long_run_config`): ``recipe-<preset>-<steps>``.
+_LONG_RUN = re.compile(r"^recipe-(?P<preset>.+)-(?P<steps>\d+)$")
+#: Added to the changes of the run the shipped model (``results/models/consep-cpu-demo.pt``)
+#: was exported from.
+SHIPPED = "shipped model"
 #: The change named for rows post-processed with a run's tuned thresholds.
 TUNED = "tuned thresholds"
 #: The changes of a run trained and post-processed as the paper says.
@@ -106,14 +113,18 @@ def arm_words(arm: str) -> tuple[str, list[str]]:
     """An arm's network and changes in words: ``"full-stainstrong-scale"`` ->
     ``("proposed network", ["strong stain", "wide rescale"])``.
 
-    A recipe arm (:data:`RECIPE_ARMS`) is named as a whole. Otherwise the network is the
-    longest key of :data:`NETWORKS` the arm starts with (an unknown one is the arm's first
-    word); each later word is looked up in :data:`REMEDIES` (an unknown word is kept as it
-    is).
+    A recipe arm (:data:`RECIPE_ARMS`) is named as a whole, and a long run of the study's
+    recipe by its steps (``"recipe-cpu-demo-20000"`` -> ``("proposed network", ["study
+    recipe, 20,000 steps"])``). Otherwise the network is the longest key of :data:`NETWORKS`
+    the arm starts with (an unknown one is the arm's first word); each later word is looked
+    up in :data:`REMEDIES` (an unknown word is kept as it is).
     """
     if arm in RECIPE_ARMS:
         network, words = RECIPE_ARMS[arm]
         return network, list(words)
+    long_run = _LONG_RUN.match(arm)
+    if long_run:
+        return NETWORKS["full"], [f"study recipe, {int(long_run['steps']):,} steps"]
     bases = [b for b in NETWORKS if arm == b or arm.startswith(b + "-")]
     base = max(bases, key=len) if bases else arm.split("-")[0]
     rest = arm[len(base) + 1 :]
@@ -132,8 +143,10 @@ def label_runs(table: pd.DataFrame) -> pd.DataFrame:
     Returns:
         A copy with ``source``, ``arm``, ``seed`` (nullable int; missing for the floor),
         ``network`` (:data:`NETWORKS`, or :data:`FLOOR`), ``changes`` (the arm's changes and
-        :data:`TUNED` joined by `` + ``, or :data:`NOTHING`) and ``floor`` (bool). The
-        floor's ``preset`` and ``thresholds`` are empty strings.
+        :data:`TUNED` joined by `` + ``, or :data:`NOTHING`; `` (shipped model)`` added for
+        the run the shipped model was exported from,
+        :data:`~nucstudy.study.paths.STUDY_MODEL_RUN`) and ``floor`` (bool). The floor's
+        ``preset`` and ``thresholds`` are empty strings.
     """
     out = table.copy()
     out["floor"] = (out["method"] == CLASSICAL_ROW).to_numpy()
@@ -141,6 +154,8 @@ def label_runs(table: pd.DataFrame) -> pd.DataFrame:
     def words(run: str, thresholds: str) -> tuple[str, str, int, str, str]:
         source, arm, seed = run_parts(run)
         network, changes = arm_words(arm)
+        if _is_shipped(run):
+            changes = [*changes[:-1], f"{changes[-1]} ({SHIPPED})"] if changes else [SHIPPED]
         changes += [TUNED] if thresholds == _TUNED_ROWS else []
         return source, arm, seed, network, " + ".join(changes) or NOTHING
 
@@ -156,6 +171,13 @@ def label_runs(table: pd.DataFrame) -> pd.DataFrame:
     for column in ("preset", "thresholds"):
         out[column] = out[column].fillna("").astype(str)
     return out
+
+
+def _is_shipped(run: str) -> bool:
+    """Whether ``run`` (relative to the repository or absolute) is the shipped model's run."""
+    path = PurePosixPath(str(run).replace("\\", "/"))
+    shipped = PurePosixPath(STUDY_MODEL_RUN.relative_to(REPO_ROOT).as_posix())
+    return path == shipped or path == PurePosixPath(STUDY_MODEL_RUN.as_posix())
 
 
 def add_consep_scores(labelled: pd.DataFrame, repo_root: Path, metric: str = "pq") -> pd.DataFrame:
@@ -264,61 +286,6 @@ def recipe_table(labelled: pd.DataFrame, shown: Sequence[str] = ("changes",)) ->
             }
         )
     return pd.DataFrame(rows)
-
-
-def describe(row: pd.Series) -> str:
-    """A group or run in words: ``"proposed network, paper preset, with strong stain +
-    tuned thresholds, on stain-normalised tiles"``, or ``"HoVer-Net, paper preset, as the
-    paper trains it"`` when nothing was changed."""
-    changes = row["changes"]
-    text = f"{row['network']}, {row['preset']} preset, " + (
-        "as the paper trains it" if changes == NOTHING else f"with {changes}"
-    )
-    return text + (", on stain-normalised tiles" if row["stain normalisation"] else "")
-
-
-def floor_verdict(labelled: pd.DataFrame, floor_pq: float) -> str:
-    """Two sentences on the networks against the classical floor: the best mean over seeds
-    first (with its spread and number of seeds), then how many single scores clear it.
-
-    Args:
-        labelled: from :func:`label_runs`, with ``pq``.
-        floor_pq: the floor's binary PQ on the same tiles at the networks' resolution.
-    """
-    groups = group_runs(labelled)
-    runs = labelled[~labelled["floor"]]
-    best = groups.loc[groups["pq mean"].idxmax()]
-    values = runs.loc[(runs[GROUP_KEYS] == best[GROUP_KEYS]).all(axis=1), "pq"]
-    seeds = f"{best['seeds']} seed{'s' if best['seeds'] > 1 else ''}"
-    if best["pq mean"] > floor_pq:
-        first = (
-            f"Averaged over seeds, {describe(best)} clears the classical floor "
-            f"(binary PQ {floor_pq:.3f}) with {mean_std(values)} over {seeds}"
-            + (": one seed only, so this is not yet a result." if best["seeds"] == 1 else ".")
-        )
-    else:
-        first = (
-            f"Averaged over seeds, no network clears the classical floor (binary PQ "
-            f"{floor_pq:.3f}): the best mean is {mean_std(values)} over {seeds} "
-            f"({describe(best)})."
-        )
-    parts = []
-    for kind, name in ((_TUNED_ROWS, "tuned thresholds"), ("HoVer-Net's", "HoVer-Net's")):
-        scored = runs[runs["thresholds"] == kind]["pq"]
-        if scored.empty:
-            continue
-        above = scored[scored > floor_pq]
-        count = (
-            f"{len(above)} of the {len(scored)}" if len(above) else f"none of the {len(scored)}"
-        )
-        parts.append(f"{count} with {name}" + (f" (best {above.max():.3f})" if len(above) else ""))
-    if not (runs["pq"] > floor_pq).any():
-        return first + " No single score (one seed, one test condition) clears it either."
-    return (
-        first
-        + " Single scores (one seed, one test condition) that clear it: "
-        + (", ".join(parts) + ".")
-    )
 
 
 def spurious_cost(

@@ -5,8 +5,9 @@ and are scored on CoNSeP's test split. :data:`RECIPE_BASE` is the reference arm:
 optimiser steps of batch 8, cosine decay from 2e-3, and the paper's loss with HoVer-Net's
 HV terms (HV MSE counted twice plus MSGE). Every other arm (:data:`INGREDIENTS`) changes one
 thing against it, at the same optimiser steps (batch 16 at the same patches seen), so that
-its difference from the reference is that ingredient's effect. The committed ``cpu-demo``
-runs (1,260 steps, the paper's loss and step schedule) are the starting point.
+its difference from the reference is that ingredient's effect. The earlier ``cpu-demo``
+runs (30 epochs, the paper's loss and step schedule; :data:`COMMITTED`) are the starting
+point.
 
 :func:`recipe_plan` lists the runs, :func:`run_recipe` trains and scores what is missing
 (resuming a run interrupted part-way), :func:`recipe_table` gathers their scores,
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +132,8 @@ def long_run_config(
     )
 
 
-#: The arm of the committed ``cpu-demo`` runs on CoNSeP: the starting point.
-COMMITTED = "committed recipe"
+#: The arm of the earlier ``cpu-demo`` runs on CoNSeP (the paper's loss): the starting point.
+COMMITTED = "earlier cpu-demo recipe with the paper's loss"
 #: The arm of the reference runs scored with thresholds tuned on their validation tiles.
 TUNED = "tuned thresholds"
 
@@ -139,12 +141,14 @@ TUNED = "tuned thresholds"
 #: The columns of :func:`recipe_table`.
 TABLE_COLUMNS = [
     "arm", "seed", "steps", "images seen", "PQ", "mPQ+", "R²", "AJI", "PQ other",
-    "val PQ", "val mPQ+",
+    "other true", "other predicted", "val PQ", "val mPQ+", "run",
 ]  # fmt: skip
 
 
 def recipe_table(
-    out_root: str | os.PathLike, committed_root: str | os.PathLike | None = None
+    out_root: str | os.PathLike,
+    committed_root: str | os.PathLike | None = None,
+    reference_roots: Sequence[str | os.PathLike] = (),
 ) -> pd.DataFrame:
     """One row per scored run: arm, seed, steps, patches seen and test scores.
 
@@ -152,15 +156,22 @@ def recipe_table(
         out_root: the folder of the arms' run folders (:func:`run_recipe`'s ``out_root``).
             A reference run scored with tuned thresholds (``metrics-tuned.json``, written by
             ``nucstudy evaluate --tuned``) adds a row of the arm :data:`TUNED`.
-        committed_root: the folder of the committed ``cpu-demo`` runs on CoNSeP
+        committed_root: the folder of the earlier ``cpu-demo`` runs on CoNSeP
             (``full-seed<k>``), whose rows form the arm :data:`COMMITTED`; None: none.
+        reference_roots: further folders whose scored ``full-seed<k>`` runs are the reference
+            arm's configuration (name, place and ``torch.compile`` aside): the full model of
+            the ablations at the study's recipe. Each adds a reference row for a seed that
+            ``out_root`` does not have (a copy of a reference run adds nothing); a run of
+            another configuration is left out.
 
     Returns:
         Columns ``arm``, ``seed``, ``steps``, ``images seen``, ``PQ``, ``mPQ+``, ``R²``,
-        ``AJI`` and ``PQ other`` (scores unitless, on CoNSeP's test split), and ``val PQ``
-        and ``val mPQ+``: the kept checkpoint's scores on the run's validation tiles, the
-        only scores an ingredient is chosen on (None for a run without validation tiles,
-        and for the tuned thresholds, chosen on those tiles).
+        ``AJI`` and ``PQ other`` (scores unitless, on CoNSeP's test split), ``other true``
+        and ``other predicted`` (the test nuclei of the rare class "other" and the
+        predictions given that class), ``val PQ`` and ``val mPQ+`` (the kept checkpoint's
+        scores on the run's validation tiles, the only scores an ingredient is chosen on:
+        None for a run without validation tiles, and for the tuned thresholds, chosen on
+        those tiles) and ``run`` (the run folder).
     """
     rows = []
     names = {run_name(arm, 0).removesuffix("-seed0"): arm for arm in INGREDIENTS}
@@ -171,10 +182,24 @@ def recipe_table(
             tuned = metrics_path.with_name("metrics-tuned.json")
             if arm == "reference" and tuned.is_file():
                 rows.append(_score_row(TUNED, tuned))
+    seeds = {row["seed"] for row in rows if row["arm"] == "reference"}
+    for root in reference_roots:
+        for metrics_path in sorted(Path(root).glob(f"full-seed*/{METRICS_FILE}")):
+            config = ExperimentConfig.load(metrics_path.parent / CONFIG_FILE)
+            if config.seed not in seeds and _is_reference(config):
+                rows.append(_score_row("reference", metrics_path))
+                seeds.add(config.seed)
     if committed_root is not None:
         for metrics_path in sorted(Path(committed_root).glob(f"full-seed*/{METRICS_FILE}")):
             rows.append(_score_row(COMMITTED, metrics_path))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def _is_reference(config: ExperimentConfig) -> bool:
+    """Whether ``config`` trains the reference arm (its name, place and ``torch.compile``,
+    which changes speed, not what is learnt, aside)."""
+    reference = recipe_config("reference", config.seed, config.out_root)
+    return config.replace(name=reference.name, compile=reference.compile) == reference
 
 
 def validation_gain(scores: pd.DataFrame, metric: str = "val mPQ+") -> pd.Series:
@@ -292,6 +317,7 @@ def _score_row(arm: str, metrics_path: Path) -> dict[str, Any]:
         images = (trained["images_per_s"] * trained["seconds"]).round().sum()
         steps = int(images) // config.batch_size
     overall = metrics["overall"]
+    other = metrics["per_class"].get("other", {})
     return {
         "arm": arm,
         "seed": config.seed,
@@ -301,11 +327,20 @@ def _score_row(arm: str, metrics_path: Path) -> dict[str, Any]:
         "mPQ+": overall["mpq+"],
         "R²": overall["r2"],
         "AJI": overall["aji"],
-        "PQ other": metrics["per_class"].get("other", {}).get("pq"),
+        "PQ other": other.get("pq"),
+        "other true": _count(other, "tp", "fn"),
+        "other predicted": _count(other, "tp", "fp"),
         # tuned thresholds were chosen on the validation tiles: no unbiased score there
         "val PQ": None if arm == TUNED else _kept_score(kept, "val_pq"),
         "val mPQ+": None if arm == TUNED else _kept_score(kept, "val_mpq+"),
+        "run": str(metrics_path.parent),
     }
+
+
+def _count(stats: dict[str, Any], *keys: str) -> int | None:
+    """The sum of a class's match counts (``tp``, ``fp``, ``fn``), None where one is missing."""
+    values = [stats.get(key) for key in keys]
+    return None if None in values else int(sum(values))
 
 
 def _kept_score(kept: pd.DataFrame, column: str) -> float | None:

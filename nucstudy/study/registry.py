@@ -1,4 +1,6 @@
-"""The results registry: many run folders gathered into one table for the notebooks."""
+"""The results registry: many run folders gathered into one table for the notebooks
+(:func:`collect`), and how long one epoch of a run folder's training was
+(:func:`epoch_steps`, :func:`epoch_images`)."""
 
 from __future__ import annotations
 
@@ -47,6 +49,47 @@ def collect(root: str | os.PathLike) -> pd.DataFrame:
             row[key] = value
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def epoch_images(folder: str | os.PathLike) -> int:
+    """The patches one epoch of a run's training saw: the training patches, less a last
+    incomplete batch where there is more than one batch.
+
+    Read from ``history.csv``: its ``images_seen`` column where it has one (the difference
+    between epochs), else images per second times seconds; the median over epochs, so that
+    an epoch cut short by a resume does not count.
+
+    Raises:
+        ValueError: the folder has no ``history.csv`` or it has no epoch.
+    """
+    history = _history(Path(folder))
+    if "images_seen" in history and history["images_seen"].notna().all():
+        per_epoch = history["images_seen"].diff().fillna(history["images_seen"])
+    else:
+        per_epoch = history["images_per_s"] * history["seconds"]
+    return int(round(float(per_epoch.median())))
+
+
+def epoch_steps(folder: str | os.PathLike) -> int:
+    """The optimiser steps of one epoch of a run's training: :func:`epoch_images` over the
+    batch size of its ``config.json`` (``history.csv``'s ``step`` column where it has one)."""
+    folder = Path(folder)
+    history = _history(folder)
+    if "step" in history and history["step"].notna().all():
+        return int(round(float(history["step"].diff().fillna(history["step"]).median())))
+    batch = ExperimentConfig.load(folder / CONFIG_FILE).batch_size
+    return int(round(epoch_images(folder) / batch))
+
+
+def _history(folder: Path) -> pd.DataFrame:
+    """A run folder's ``history.csv`` (one row per epoch), refused when missing or empty."""
+    path = folder / HISTORY_FILE
+    if not path.is_file():
+        raise ValueError(f"{folder}: no {HISTORY_FILE} (the run has not trained an epoch)")
+    history = pd.read_csv(path)
+    if history.empty:
+        raise ValueError(f"{path}: no epoch recorded")
+    return history
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 import dataclasses
 import json
 
+import pytest
+
 from nucstudy.engine.run_folder import WORKERS_REDRAW
 from nucstudy.study.defect_departures import trained_with_frozen_augmentation
 from nucstudy.study.departure_rows import Run, registry_full_runs
@@ -10,6 +12,7 @@ from nucstudy.study.departures import (
     ASPECTS,
     BASELINE_ASPECTS,
     NOT_PROTOCOL,
+    departures_summary,
     departures_table,
 )
 from nucstudy.study.experiment import ExperimentConfig
@@ -60,7 +63,10 @@ def test_a_cpu_demo_run_on_consep_lists_its_departures():
     strong = config.replace(stain_augment=True, stain_strength="strong", scale_range=[0.5, 2.0])
     strong_table = departures_table([_run(strong, scheme="consep")])
     assert strong_table.loc["stain augmentation", "x"].startswith("strong: HEStain on every")
-    assert "rescale (0.5, 2.0)" in strong_table.loc["augmentation", "x"]
+    assert "rescale x0.5 to 2;" in strong_table.loc["augmentation", "x"]
+    assert "rotation -180 to 180 deg" in strong_table.loc["augmentation", "x"]
+    assert table.loc["network width, depth", "x"] == "SE-Res U-Net, 16 channels, 4 levels"
+    assert table.loc["epochs", "x"] == "30 epochs"
     assert strong_table.loc["blur, noise, grayscale", "departs"] == "no"
     extra = config.replace(extra_augment=["blur_noise", "grayscale"])
     extra_table = departures_table([_run(extra, scheme="consep")])
@@ -79,6 +85,14 @@ def test_the_registry_runs_are_read(tmp_path):
     (config.run_dir / "metrics.json").write_text('{"scheme": "conic", "mpp": 0.5}')
     (run,) = registry_full_runs(tmp_path)
     assert run.name == "synthetic (smoke)" and run.metrics["mpp"] == 0.5
+    (run,) = registry_full_runs(tmp_path, {"synthetic": "synthetic tissue"})
+    assert run.name == "synthetic tissue"
+    copy = tmp_path / "elsewhere" / "full-seed0"  # a copy of another folder's run: left out
+    copy.mkdir(parents=True)
+    for name in ("config.json", "metrics.json"):
+        (copy / name).write_text((config.run_dir / name).read_text())
+    (copy / "adopted_from.json").write_text('{"from": "synthetic/full-seed0"}')
+    assert [run.name for run in registry_full_runs(tmp_path)] == ["synthetic (smoke)"]
 
 
 def test_the_baselines_set_up_is_listed_where_a_run_is_of_that_method():
@@ -125,13 +139,14 @@ def test_the_training_recipe_options_are_named_in_their_rows():
     assert table.loc["epochs", "x"] == "2,000 optimiser steps"
     optimiser = table.loc["optimiser, learning rate, schedule", "x"]
     assert optimiser == (
-        "Adam, 0.0003, cosine to 0, warm-up 100 steps, "
+        "Adam, 3e-4, cosine to 0, warm-up 100 steps, "
         "weight average (EMA 0.999, batch-norm statistics recomputed)"
     )
     assert table.loc["loss", "x"] == (
-        "the paper's (Dice: mean over classes); term weights hv_mse 2, hv_msge 1; "
-        "Dice over the classes present"
+        "the paper's (Dice: mean over classes), with the HV mean squared error x2 and "
+        "HoVer-Net's HV gradient loss (MSGE) added; Dice over the classes present in the batch"
     )
+    assert "baseline" not in table.loc["loss", "why"].split(";")[0]
     assert table.loc["patch sampling", "x"] == "rare classes more often"
     assert "(aspect ratio kept)" in table.loc["augmentation", "x"]
     for aspect in ("epochs", "optimiser, learning rate, schedule", "loss", "patch sampling"):
@@ -139,7 +154,7 @@ def test_the_training_recipe_options_are_named_in_their_rows():
     fractions = config.replace(steps=None, lr_schedule="step", lr_milestone_fractions=[0.5, 0.7])
     table = departures_table([_run(fractions, scheme="consep")])
     assert table.loc["optimiser, learning rate, schedule", "x"].startswith(
-        "Adam, 0.0003, x0.1 at 0.5, 0.7 of the run"
+        "Adam, 3e-4, x0.1 at 0.5, 0.7 of the run"
     )
 
 
@@ -169,3 +184,27 @@ def test_a_run_folder_says_whether_it_trained_before_the_loader_fix(tmp_path):
     segment = {"threads": 1, WORKERS_REDRAW: True}
     (tmp_path / "env.json").write_text(json.dumps({"segments": [segment]}))
     assert not trained_with_frozen_augmentation(tmp_path)
+
+
+def test_the_summary_gives_each_value_once_with_the_runs_that_have_it():
+    demo = preset("cpu-demo", data="consep:/data", resample=True)
+    paper = preset("paper", data="consep:/data", resample=True)
+    env, metrics = {"device_name": "cpu"}, {"scheme": "consep", "mpp": 0.5}
+    runs = [Run("small & fast", demo, env, metrics), Run("paper preset", paper, env, metrics),
+            Run("paper, again", paper, env, metrics)]  # fmt: skip
+    table = departures_table(runs)
+    summary = departures_summary(table, merged="ours")
+
+    assert list(summary.columns) == ["aspect", "the paper", "ours", "departs"]
+    assert list(summary["aspect"]) == list(table.index)  # a column, not an index to show
+    row = summary.set_index("aspect").loc["network width, depth"]
+    assert row["ours"] == (
+        "SE-Res U-Net, 16 channels, 4 levels (small &amp; fast)<br>"
+        "SE-Res U-Net, 32 channels, 5 levels (the other runs)"  # the value most runs have
+    )
+    assert summary.set_index("aspect").loc["classes", "ours"] == "4 CoNSeP classes"  # all runs
+    assert (summary["departs"] == table["departs"].to_numpy()).all()
+    with pytest.raises(ValueError, match="a name of its own"):
+        departures_table([Run("paper", paper, env, metrics)])  # would hide the paper's column
+    with pytest.raises(ValueError, match="a name of its own"):
+        departures_table([Run("x", paper, env, metrics), Run("x", demo, env, metrics)])

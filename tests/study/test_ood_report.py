@@ -14,11 +14,10 @@ from nucstudy.study.ood_plots import plot_seeds
 from nucstudy.study.ood_report import (
     FLOOR,
     NOTHING,
+    SHIPPED,
     TUNED,
     add_consep_scores,
     arm_words,
-    describe,
-    floor_verdict,
     group_runs,
     label_runs,
     recipe_table,
@@ -26,6 +25,7 @@ from nucstudy.study.ood_report import (
     spurious_cost,
     spurious_sentence,
 )
+from nucstudy.study.paths import REPO_ROOT, STUDY_MODEL_RUN
 from nucstudy.study.report import MISSING
 
 matplotlib.use("Agg")
@@ -99,6 +99,21 @@ def test_arm_words_takes_the_longest_network_and_keeps_unknown_words():
     )
     assert arm_words("unet-stain") == ("unet", ["stain aug."])
     assert arm_words("reference") == ("proposed network", ["study recipe"])  # a recipe arm
+    # a long run of the recipe (recipe.long_run_config), not the words "cpu + demo + 20000"
+    assert arm_words("recipe-cpu-demo-20000") == (
+        "proposed network",
+        ["study recipe, 20,000 steps"],
+    )
+
+
+def test_the_run_of_the_shipped_model_is_named_so(table):
+    shipped = STUDY_MODEL_RUN.relative_to(REPO_ROOT).as_posix()
+    rows = pd.DataFrame([{**_row("x-seed0", 0.1), "run": shipped},
+                         {**_row("x-seed0", 0.1), "run": str(STUDY_MODEL_RUN)}])  # fmt: skip
+    changes = label_runs(rows)["changes"]
+    assert changes[0] == changes[1]
+    assert changes[0].endswith(f" ({SHIPPED})") and changes[0].startswith("study recipe, ")
+    assert SHIPPED not in "".join(label_runs(table)["changes"])
 
 
 def test_label_runs_names_the_floor_and_adds_tuned_thresholds_to_the_changes(table):
@@ -135,25 +150,6 @@ def test_group_runs_by_tile_keeps_tiles_apart():
     groups = group_runs(label_runs(pd.DataFrame(rows)), by=("tile",))
     assert list(groups["tile"]) == ["image01", "image02"]
     assert list(groups["pq mean"]) == pytest.approx([0.2, 0.6])
-
-
-def test_floor_verdict_gives_the_mean_before_the_best_single_score(table):
-    text = floor_verdict(label_runs(table), 0.40)
-    assert text.startswith("Averaged over seeds, no network clears the classical floor")
-    assert "0.390 ± 0.071 over 2 seeds" in text  # the tuned remedy: (0.44 + 0.34) / 2
-    assert "that clear it: 1 of the 2 with tuned thresholds (best 0.440)" in text
-    assert "none of the 4 with HoVer-Net's." in text
-    assert text.index("0.390") < text.index("0.440")
-
-
-def test_floor_verdict_says_when_a_mean_clears_the_floor_and_flags_one_seed(table):
-    text = floor_verdict(label_runs(table), 0.35)
-    assert "clears the classical floor (binary PQ 0.350) with 0.390 ± 0.071 over 2 seeds." in text
-    one = label_runs(table.iloc[[0, 6]])
-    assert "one seed only" in floor_verdict(one, 0.01)
-    assert floor_verdict(one, 0.9).endswith(
-        "No single score (one seed, one test condition) clears it either."
-    )
 
 
 def test_spurious_cost_pairs_each_tuned_run_with_its_untuned_row(table):
@@ -209,16 +205,6 @@ def test_recipe_table_puts_both_test_conditions_of_a_recipe_on_one_row(table):
     assert (
         "consep pq" not in label_runs(table)
         and recipe_table(label_runs(table)).iloc[0]["CoNSeP test PQ"] == MISSING
-    )
-
-
-def test_describe_says_what_was_changed(table):
-    labelled = label_runs(table)
-    assert describe(labelled.iloc[1]) == (
-        "proposed network, paper preset, as the paper trains it, on stain-normalised tiles"
-    )
-    assert (
-        describe(labelled.iloc[4]) == f"proposed network, paper preset, with stain aug. + {TUNED}"
     )
 
 

@@ -192,3 +192,40 @@ def test_the_long_run_command_takes_the_ingredients_chosen_on_validation(tmp_pat
     assert [c.seed for c in trained] == [0, 2]
     assert all(c.ema_decay == 0.999 and c.dice_classes == "all" for c in trained)
     assert trained[0].steps == 300
+
+
+def test_reference_seeds_trained_elsewhere_count_once_and_only_with_the_reference_config(tmp_path):
+    """The ablations' full model at the recipe is the reference arm's config: a seed the arms
+    lack is added, a copy of an arm's seed is not counted twice, another config is left out."""
+    arms, ablations = tmp_path / "arms", tmp_path / "ablations"
+    _fake_run(recipe_config("reference", 0, arms), epochs=6, kept_epoch=6)
+    for seed, changes in ((0, {}), (2, {"compile": False}), (3, {"steps": 123})):
+        config = recipe_config("reference", seed, ablations)
+        _fake_run(config.replace(name=f"full-seed{seed}", **changes), epochs=6, kept_epoch=6)
+
+    table = recipe_table(arms, reference_roots=[ablations])
+
+    reference = table[table["arm"] == "reference"].set_index("seed")
+    assert sorted(reference.index) == [0, 2]
+    assert Path(reference.loc[0, "run"]).parent == arms
+    assert Path(reference.loc[2, "run"]).parent == ablations
+    assert len(recipe_table(arms)) == 1  # without the other folder: the arms' own seed
+
+
+def test_the_table_counts_the_rare_class_true_and_predicted(tmp_path):
+    folder = _fake_run(recipe_config("1,260 steps", 0, tmp_path), epochs=6, kept_epoch=6)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["per_class"]["other"] = {"pq": 0.0, "tp": 0, "fp": 0, "fn": 658}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    _fake_run(recipe_config("reference", 0, tmp_path), epochs=6, kept_epoch=6)  # no counts
+
+    table = recipe_table(tmp_path).set_index("arm")
+
+    assert (
+        table.loc["1,260 steps", "other true"],
+        table.loc["1,260 steps", "other predicted"],
+    ) == (
+        658,
+        0,
+    )
+    assert pd.isna(table.loc["reference", "other predicted"])
