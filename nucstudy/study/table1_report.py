@@ -254,7 +254,7 @@ def training_end_sentences(rows: pd.DataFrame) -> list[str]:
         rising = done[column_or_nan(done, "still improving") == "yes"]
         for _, row in rising.iterrows():
             lines.append(
-                f"{name}: {row['method']} (seed {row['seed']:.0f}) was still improving when "
+                f"{name}: {row['method']}, seed {row['seed']:.0f}, was still improving when "
                 "its training ended: more training could raise its score."
             )
         best, epochs = column_or_nan(done, "best epoch"), column_or_nan(done, "epochs")
@@ -262,7 +262,7 @@ def training_end_sentences(rows: pd.DataFrame) -> list[str]:
         for (_, row), b, e in zip(early.iterrows(), best[early.index], epochs[early.index],
                                   strict=True):  # fmt: skip
             lines.append(
-                f"{name}: {row['method']} (seed {row['seed']:.0f}) scored its best validation "
+                f"{name}: {row['method']}, seed {row['seed']:.0f}, scored its best validation "
                 f"mPQ+ at epoch {b:.0f} of {e:.0f}; its test score is that checkpoint's, and "
                 "it had stopped gaining long before its training ended."
             )

@@ -189,7 +189,7 @@ def test_runs_stopped_while_improving_or_long_after_their_best_are_named():
     lines = training_end_sentences(rows)
     assert len(lines) == 2
     assert (
-        f"{rows.loc[0, 'method']} (seed {rows.loc[0, 'seed']:.0f}) was still improving" in lines[0]
+        f"{rows.loc[0, 'method']}, seed {rows.loc[0, 'seed']:.0f}, was still improving" in lines[0]
     )
     assert "best validation mPQ+ at epoch 10 of 50" in lines[1]
 
