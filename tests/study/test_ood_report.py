@@ -8,8 +8,8 @@ import math
 import matplotlib
 import pandas as pd
 import pytest
+from ood_rows import ROOT, floor_row, ood_row
 
-from nucstudy.study.ood import CLASSICAL_ROW
 from nucstudy.study.ood_plots import plot_seeds
 from nucstudy.study.ood_report import (
     FLOOR,
@@ -30,52 +30,21 @@ from nucstudy.study.report import MISSING
 
 matplotlib.use("Agg")
 
-ROOT = "results/runs/consep-paper"
-
-
-def _row(run: str, pq: float, normalised: bool = False, thresholds: str = "HoVer-Net's", **more):
-    return {
-        "method": "SE-Res U-Net",
-        "run": f"{ROOT}/{run}",
-        "preset": "paper",
-        "stain normalisation": normalised,
-        "thresholds": thresholds,
-        "mpp": 0.5,
-        "pq": pq,
-        "nuclei true": 100,
-        **more,
-    }
-
-
-def _floor(pq: float = 0.40) -> dict:
-    return {
-        "method": CLASSICAL_ROW,
-        "run": float("nan"),  # as read back from the CSV
-        "preset": float("nan"),
-        "stain normalisation": False,
-        "thresholds": float("nan"),
-        "mpp": 0.5,
-        "pq": pq,
-        "nuclei true": 100,
-        "nuclei predicted": 110,
-        "spurious": 30,
-    }
-
 
 @pytest.fixture
 def table() -> pd.DataFrame:
     """Two seeds of a remedy (tuned and not), one seed of the paper's recipe, the floor."""
     return pd.DataFrame(
         [
-            _row("full-seed0", 0.05),
-            _row("full-seed0", 0.15, normalised=True),
-            _row("full-stain-seed0", 0.30, **{"nuclei predicted": 90, "spurious": 10}),
-            _row("full-stain-seed1", 0.36, **{"nuclei predicted": 95, "spurious": 20}),
-            _row("full-stain-seed0", 0.44, thresholds="tuned",
+            ood_row("full-seed0", 0.05),
+            ood_row("full-seed0", 0.15, normalised=True),
+            ood_row("full-stain-seed0", 0.30, **{"nuclei predicted": 90, "spurious": 10}),
+            ood_row("full-stain-seed1", 0.36, **{"nuclei predicted": 95, "spurious": 20}),
+            ood_row("full-stain-seed0", 0.44, thresholds="tuned",
                  **{"nuclei predicted": 150, "spurious": 40}),
-            _row("full-stain-seed1", 0.34, thresholds="tuned",
+            ood_row("full-stain-seed1", 0.34, thresholds="tuned",
                  **{"nuclei predicted": 200, "spurious": 90}),
-            _floor(),
+            floor_row(**{"nuclei predicted": 110, "spurious": 30}),
         ]
     )  # fmt: skip
 
@@ -108,8 +77,8 @@ def test_arm_words_takes_the_longest_network_and_keeps_unknown_words():
 
 def test_the_run_of_the_shipped_model_is_named_so(table):
     shipped = STUDY_MODEL_RUN.relative_to(REPO_ROOT).as_posix()
-    rows = pd.DataFrame([{**_row("x-seed0", 0.1), "run": shipped},
-                         {**_row("x-seed0", 0.1), "run": str(STUDY_MODEL_RUN)}])  # fmt: skip
+    rows = pd.DataFrame([{**ood_row("x-seed0", 0.1), "run": shipped},
+                         {**ood_row("x-seed0", 0.1), "run": str(STUDY_MODEL_RUN)}])  # fmt: skip
     changes = label_runs(rows)["changes"]
     assert changes[0] == changes[1]
     assert changes[0].endswith(f" ({SHIPPED})") and changes[0].startswith("study recipe, ")
@@ -143,7 +112,7 @@ def test_group_runs_averages_seeds_within_a_recipe_and_test_condition(table):
 
 def test_group_runs_by_tile_keeps_tiles_apart():
     rows = [
-        _row(f"full-seed{seed}", pq, tile=tile)
+        ood_row(f"full-seed{seed}", pq, tile=tile)
         for seed, (a, b) in enumerate([(0.1, 0.5), (0.3, 0.7)])
         for tile, pq in (("image01", a), ("image02", b))
     ]

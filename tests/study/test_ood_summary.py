@@ -4,8 +4,8 @@ import math
 
 import pandas as pd
 import pytest
+from ood_rows import floor_row, ood_row
 
-from nucstudy.study.ood import CLASSICAL_ROW
 from nucstudy.study.ood_report import TUNED, label_runs
 from nucstudy.study.ood_summary import (
     describe,
@@ -16,34 +16,6 @@ from nucstudy.study.ood_summary import (
     remedy_sentence,
     seed_spread,
 )
-
-ROOT = "results/runs/consep-paper"
-
-
-def _row(run: str, pq: float, normalised: bool = False, thresholds: str = "HoVer-Net's", **more):
-    return {
-        "method": "SE-Res U-Net",
-        "run": run if "/" in run else f"{ROOT}/{run}",
-        "preset": "paper",
-        "stain normalisation": normalised,
-        "thresholds": thresholds,
-        "mpp": 0.5,
-        "pq": pq,
-        "nuclei true": 100,
-        **more,
-    }
-
-
-FLOOR = {
-    "method": CLASSICAL_ROW,
-    "run": float("nan"),  # as read back from the CSV
-    "preset": float("nan"),
-    "stain normalisation": False,
-    "thresholds": float("nan"),
-    "mpp": 0.5,
-    "pq": 0.40,
-    "nuclei true": 100,
-}
 
 
 def _errors(missed: int, split: int, merged: int = 2, spurious: int = 10) -> dict:
@@ -57,19 +29,19 @@ def table() -> pd.DataFrame:
     recipe = "results/runs/consep-recipe"
     return pd.DataFrame(
         [
-            _row("full-seed0", 0.05, **{"consep pq": 0.30}),
-            _row("full-seed0", 0.15, normalised=True),
-            _row("full-stain-seed0", 0.30, **{"consep pq": 0.20}, **_errors(40, 20)),
-            _row("full-stain-seed1", 0.36, **{"consep pq": 0.22}, **_errors(30, 10)),
-            _row("full-stain-seed0", 0.44, thresholds="tuned", **{"consep pq": 0.25},
+            ood_row("full-seed0", 0.05, **{"consep pq": 0.30}),
+            ood_row("full-seed0", 0.15, normalised=True),
+            ood_row("full-stain-seed0", 0.30, **{"consep pq": 0.20}, **_errors(40, 20)),
+            ood_row("full-stain-seed1", 0.36, **{"consep pq": 0.22}, **_errors(30, 10)),
+            ood_row("full-stain-seed0", 0.44, thresholds="tuned", **{"consep pq": 0.25},
                  **_errors(35, 5)),
-            _row("full-stain-seed1", 0.34, thresholds="tuned", **{"consep pq": 0.27},
+            ood_row("full-stain-seed1", 0.34, thresholds="tuned", **{"consep pq": 0.27},
                  **_errors(25, 5)),
-            _row(f"{recipe}/reference-seed0", 0.07, preset="cpu-demo", **{"consep pq": 0.45},
+            ood_row(f"{recipe}/reference-seed0", 0.07, preset="cpu-demo", **{"consep pq": 0.45},
                  **_errors(80, 1)),
-            _row(f"{recipe}/reference-seed1", 0.08, preset="cpu-demo", **{"consep pq": 0.43},
+            ood_row(f"{recipe}/reference-seed1", 0.08, preset="cpu-demo", **{"consep pq": 0.43},
                  **_errors(90, 1)),
-            FLOOR,
+            floor_row(),
         ]
     )  # fmt: skip
 
