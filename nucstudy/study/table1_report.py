@@ -251,20 +251,22 @@ def training_end_sentences(rows: pd.DataFrame) -> list[str]:
     """
     lines = []
     for name, done in rows[rows["status"] == "done"].groupby("data set", sort=False):
-        rising = done[column_or_nan(done, "still improving") == "yes"]
-        for _, row in rising.iterrows():
+        seeds = column_or_nan(done, "seed")
+        runs = {  # index -> "method, seed N" (the method alone where no seed is recorded)
+            i: method if math.isnan(seed) else f"{method}, seed {seed:.0f},"
+            for i, method, seed in zip(done.index, done["method"], seeds, strict=True)
+        }
+        for i in done.index[column_or_nan(done, "still improving") == "yes"]:
             lines.append(
-                f"{name}: {row['method']}, seed {row['seed']:.0f}, was still improving when "
-                "its training ended: more training could raise its score."
+                f"{name}: {runs[i]} was still improving when its training ended: more "
+                "training could raise its score."
             )
         best, epochs = column_or_nan(done, "best epoch"), column_or_nan(done, "epochs")
-        early = done[best < epochs / 2]
-        for (_, row), b, e in zip(early.iterrows(), best[early.index], epochs[early.index],
-                                  strict=True):  # fmt: skip
+        for i in done.index[best < epochs / 2]:
             lines.append(
-                f"{name}: {row['method']}, seed {row['seed']:.0f}, scored its best validation "
-                f"mPQ+ at epoch {b:.0f} of {e:.0f}; its test score is that checkpoint's, and "
-                "it had stopped gaining long before its training ended."
+                f"{name}: {runs[i]} scored its best validation mPQ+ at epoch {best[i]:.0f} of "
+                f"{epochs[i]:.0f}; its test score is that checkpoint's, and it had stopped "
+                "gaining long before its training ended."
             )
     return lines
 

@@ -192,6 +192,8 @@ def test_runs_stopped_while_improving_or_long_after_their_best_are_named():
         f"{rows.loc[0, 'method']}, seed {rows.loc[0, 'seed']:.0f}, was still improving" in lines[0]
     )
     assert "best validation mPQ+ at epoch 10 of 50" in lines[1]
+    unseeded = training_end_sentences(rows.drop(columns="seed"))
+    assert unseeded[0].startswith(f"consep: {rows.loc[0, 'method']} was still improving")
 
 
 def test_the_rows_trained_before_the_loader_fix_are_the_finished_ones_without_it():
