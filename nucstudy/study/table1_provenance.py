@@ -47,7 +47,7 @@ def provenance_table(rows: pd.DataFrame, data_set: str) -> pd.DataFrame:
     """Where one data set's rows come from: one column per run, one row per field.
 
     Args:
-        rows: as for :func:`answer_table`.
+        rows: as for :func:`nucstudy.study.table1_report.answer_table`.
         data_set: the ``data set`` whose rows are shown.
 
     Returns:
