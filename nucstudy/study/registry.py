@@ -64,10 +64,8 @@ def epoch_images(folder: str | os.PathLike) -> int:
     """
     history = _history(Path(folder))
     if "images_seen" in history and history["images_seen"].notna().all():
-        per_epoch = history["images_seen"].diff().fillna(history["images_seen"])
-    else:
-        per_epoch = history["images_per_s"] * history["seconds"]
-    return int(round(float(per_epoch.median())))
+        return _median_epoch_increase(history["images_seen"])
+    return int(round(float((history["images_per_s"] * history["seconds"]).median())))
 
 
 def epoch_steps(folder: str | os.PathLike) -> int:
@@ -76,9 +74,14 @@ def epoch_steps(folder: str | os.PathLike) -> int:
     folder = Path(folder)
     history = _history(folder)
     if "step" in history and history["step"].notna().all():
-        return int(round(float(history["step"].diff().fillna(history["step"]).median())))
+        return _median_epoch_increase(history["step"])
     batch = ExperimentConfig.load(folder / CONFIG_FILE).batch_size
     return int(round(epoch_images(folder) / batch))
+
+
+def _median_epoch_increase(counts: pd.Series) -> int:
+    """The median over epochs of how much a running count (``step``, ``images_seen``) grew."""
+    return int(round(float(counts.diff().fillna(counts).median())))
 
 
 def _history(folder: Path) -> pd.DataFrame:
