@@ -4,9 +4,10 @@ The pages and the departures table describe runs by what their configs say: whic
 (:func:`network_words`: ``"SE-Res U-Net, 32 channels, 5 levels"``, never the bare
 ``seresunet`` of a preset that leaves the widths at their defaults), which loss
 (:func:`loss_words`: the HV terms by name, not ``hv_mse 2``), which augmentation
-(:func:`augmentation_words`, ranges as ``-180 to 180 deg``). Options a config leaves out
-are read from the defaults of the network's or the augmentation's constructor, so the
-words follow the code.
+(:func:`augmentation_words`, ranges as ``-180 to 180 deg``; :func:`stain_words` and
+:func:`extra_words` read from the transforms the augmentation builds). Options a config
+leaves out are read from the defaults of the network's or the augmentation's constructor,
+so the words follow the code.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+import albumentations as A
 
 from nucstudy.data.augment import build_augmentation
 from nucstudy.models import MODELS
@@ -35,20 +38,6 @@ LOSS_WORDS = {
     "paper": "the paper's (Dice: mean over classes)",
     "hovernet": "HoVer-Net's (adds MSGE; Dice summed over classes)",
     "maskrcnn": "torchvision's Mask R-CNN losses",
-}
-#: Stain augmentation (``ExperimentConfig.stain_augmentation_used``) in words.
-STAIN_WORDS = {
-    "none": "none",
-    "default": "HEStain (random preset stain matrices, p 0.5)",
-    "strong": (
-        "strong: HEStain on every patch (intensity x0.5-1.5, shift +-0.3), brightness and "
-        "contrast +-30 %, gamma 0.7-1.5 (p 0.8 each)"
-    ),
-}
-#: Each of ``ExperimentConfig.extra_augment``'s names in words.
-EXTRA_WORDS = {
-    "blur_noise": "Gaussian or median blur (p 0.3), Gaussian noise (p 0.3)",
-    "grayscale": "grayscale (p 0.2)",
 }
 #: Networks as a reader names them.
 NETWORK_NAMES = {"seresunet": "SE-Res U-Net", "hovernet": "HoVer-Net", "maskrcnn": "Mask R-CNN"}
@@ -126,6 +115,74 @@ def augmentation_words(config: ExperimentConfig) -> str:
         + f"; rotation {span_words(defaults['rotate'].default, 'deg')} (p 0.8); HSV shifts "
         f"up to hue {hue}, saturation {saturation}, value {value} (OpenCV units, p 0.8)"
     )
+
+
+def _chance(transform: A.BasicTransform) -> str:
+    """``" (p 0.3)"``; empty for a transform applied to every patch."""
+    return "" if transform.p == 1 else f" (p {transform.p:g})"
+
+
+def transform_words(transform: A.BasicTransform) -> str:
+    """One of the transforms that stain or extra augmentation adds, in words, its ranges and
+    probability read from the transform itself: ``HEStain(intensity_scale_range=(0.5, 1.5),
+    ...)`` -> ``"HEStain (random preset stain matrices, intensity x0.5-1.5, shift +-0.3, every
+    patch)"``; a transform not named here by its class name."""
+    if isinstance(transform, A.HEStain):
+        (scale_low, scale_high), (_, shift) = (
+            transform.intensity_scale_range,
+            transform.intensity_shift_range,
+        )
+        chance = "every patch" if transform.p == 1 else f"p {transform.p:g}"
+        return (
+            f"HEStain (random preset stain matrices, intensity x{scale_low:g}-{scale_high:g}, "
+            f"shift +-{shift:g}, {chance})"
+        )
+    if isinstance(transform, A.RandomBrightnessContrast):
+        brightness, contrast = transform.brightness_limit[1], transform.contrast_limit[1]
+        if brightness == contrast:
+            limits = f"brightness and contrast +-{brightness * 100:g} %"
+        else:
+            limits = f"brightness +-{brightness * 100:g} %, contrast +-{contrast * 100:g} %"
+        return limits + _chance(transform)
+    if isinstance(transform, A.RandomGamma):
+        low, high = transform.gamma_limit
+        return f"gamma {low / 100:g}-{high / 100:g}" + _chance(transform)
+    if isinstance(transform, A.OneOf):  # its transforms' own p are weights, not chances
+        return " or ".join(map(transform_words, transform.transforms)) + _chance(transform)
+    if isinstance(transform, (A.GaussianBlur, A.MedianBlur)):
+        low, high = transform.blur_limit
+        kind = "Gaussian" if isinstance(transform, A.GaussianBlur) else "median"
+        return f"{kind} blur ({low}-{high} px)"
+    if isinstance(transform, A.GaussNoise):
+        return "Gaussian noise" + _chance(transform)
+    if isinstance(transform, A.ToGray):
+        return "grayscale" + _chance(transform)
+    return type(transform).__name__ + _chance(transform)
+
+
+def _added_transforms(**options: Any) -> list[A.BasicTransform]:
+    """The transforms that ``options`` of :func:`build_augmentation` add to its plain
+    pipeline (flips, rescale and rotation, HSV shifts)."""
+    plain = {type(transform) for transform in build_augmentation().transforms}
+    return [t for t in build_augmentation(**options).transforms if type(t) not in plain]
+
+
+def stain_words(strength: str) -> str:
+    """A stain augmentation (``ExperimentConfig.stain_augmentation_used``) in words:
+    ``"none"``, or the transforms it adds, read from :func:`build_augmentation`
+    (``"strong: HEStain (...), brightness and contrast +-30 % (p 0.8), gamma 0.7-1.5
+    (p 0.8)"``)."""
+    if strength == "none":
+        return "none"
+    words = ", ".join(map(transform_words, _added_transforms(stain=True, stain_strength=strength)))
+    return words if strength == "default" else f"{strength}: {words}"
+
+
+def extra_words(name: str) -> str:
+    """One of ``ExperimentConfig.extra_augment``'s names in words, read from the transforms
+    it adds: ``"blur_noise"`` -> ``"Gaussian or median blur (p 0.3), Gaussian noise (p
+    0.3)"``."""
+    return ", ".join(map(transform_words, _added_transforms(extra=(name,))))
 
 
 def loss_words(config: ExperimentConfig) -> str:

@@ -21,12 +21,12 @@ from nucstudy.data.sources import parse_source, source_name
 from nucstudy.engine.run_folder import trained_in_bf16
 from nucstudy.study.baseline_departures import BASELINE_ASPECTS
 from nucstudy.study.config_words import (
-    EXTRA_WORDS,
-    STAIN_WORDS,
     augmentation_words,
+    extra_words,
     loss_words,
     network_words,
     rate_words,
+    stain_words,
 )
 from nucstudy.study.defect_departures import DEFECT_ASPECTS
 from nucstudy.study.departure_rows import Aspect, Run, departures_summary
@@ -230,7 +230,7 @@ ASPECTS: tuple[Aspect, ...] = (
         "stain augmentation",
         "none (random HSV only)",
         ("stain_augment", "stain_strength"),
-        lambda run: STAIN_WORDS[run.config.stain_augmentation_used],
+        lambda run: stain_words(run.config.stain_augmentation_used),
         lambda run: run.config.stain_augmentation_used == "none",
         "added for tissue stained unlike the training set (the out-of-domain page)",
     ),
@@ -239,7 +239,7 @@ ASPECTS: tuple[Aspect, ...] = (
         "none",
         ("extra_augment",),
         lambda run: (
-            ", ".join(EXTRA_WORDS[name] for name in run.config.extra_augment)
+            ", ".join(map(extra_words, run.config.extra_augment))
             if run.config.augment and run.config.extra_augment
             else "none"
         ),

@@ -1,14 +1,18 @@
 """A run's config in words: networks by their size, losses by their terms, ranges as ranges."""
 
+import albumentations as A
 import pytest
 
 from nucstudy.study.config_words import (
     augmentation_words,
+    extra_words,
     loss_words,
     model_options,
     network_words,
     rate_words,
     span_words,
+    stain_words,
+    transform_words,
 )
 from nucstudy.study.presets import HV_TERMS, preset
 
@@ -65,3 +69,34 @@ def test_the_loss_names_its_terms_and_weights():
         "HoVer-Net's HV gradient loss (MSGE) added; Dice over the classes present in the batch"
     )
     assert "hv_mse" not in loss_words(recipe)
+
+
+def test_stain_and_extra_augmentation_are_read_from_the_transforms_they_build():
+    assert stain_words("none") == "none"
+    assert stain_words("default") == (
+        "HEStain (random preset stain matrices, intensity x0.7-1.3, shift +-0.2, p 0.5)"
+    )
+    strong = stain_words("strong")
+    assert strong.startswith("strong: HEStain (random preset stain matrices, intensity x0.5-1.5")
+    assert strong.endswith(
+        "every patch), brightness and contrast +-30 % (p 0.8), gamma 0.7-1.5 (p 0.8)"
+    )
+    assert extra_words("grayscale") == "grayscale (p 0.2)"
+    assert extra_words("blur_noise") == (
+        "Gaussian blur (3-5 px) or median blur (3-5 px) (p 0.3), Gaussian noise (p 0.3)"
+    )
+
+
+def test_a_transform_is_described_by_its_own_ranges():
+    stain = A.HEStain(
+        method="random_preset",
+        intensity_scale_range=(0.6, 1.4),
+        intensity_shift_range=(-0.1, 0.1),
+        p=0.25,
+    )
+    assert transform_words(stain) == (
+        "HEStain (random preset stain matrices, intensity x0.6-1.4, shift +-0.1, p 0.25)"
+    )
+    uneven = A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.2, p=1.0)
+    assert transform_words(uneven) == "brightness +-10 %, contrast +-20 %"
+    assert transform_words(A.Sharpen(p=0.5)) == "Sharpen (p 0.5)"

@@ -62,7 +62,9 @@ def test_a_cpu_demo_run_on_consep_lists_its_departures():
     assert "HEStain" in stained.loc["stain augmentation", "x"]
     strong = config.replace(stain_augment=True, stain_strength="strong", scale_range=[0.5, 2.0])
     strong_table = departures_table([_run(strong, scheme="consep")])
-    assert strong_table.loc["stain augmentation", "x"].startswith("strong: HEStain on every")
+    assert strong_table.loc["stain augmentation", "x"].startswith(
+        "strong: HEStain (random preset stain matrices, intensity x0.5-1.5"
+    )
     assert "rescale x0.5 to 2;" in strong_table.loc["augmentation", "x"]
     assert "rotation -180 to 180 deg" in strong_table.loc["augmentation", "x"]
     assert table.loc["network width, depth", "x"] == "SE-Res U-Net, 16 channels, 4 levels"
