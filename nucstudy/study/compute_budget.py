@@ -23,6 +23,7 @@ import pandas as pd
 
 from nucstudy.common.io import atomic_write_text
 from nucstudy.study.experiment import HISTORY_FILE, ExperimentConfig
+from nucstudy.study.registry import epoch_images, epoch_steps
 
 #: The registry folder's record of each method's budget: method-seed -> minutes, step
 #: seconds, threads.
@@ -147,16 +148,21 @@ def training_record(folder: Path, budget: dict[str, Any] | None) -> dict[str, An
         budget: its record in ``budget.json`` (None: trained for the protocol's epochs).
 
     Returns:
-        ``steps`` (optimiser steps trained; NaN for a history without them), ``images
-        seen``, ``budget min`` (the compute budget in minutes, NaN without one), ``step s``
-        (its measured seconds a step) and ``still improving``: "yes" when its last
+        ``steps`` (optimiser steps trained) and ``images seen``: the last epoch's counts,
+        or for a history that predates those columns its epochs times one epoch's
+        (:func:`~nucstudy.study.registry.epoch_steps`, ``epoch_images``); ``budget min``
+        (the compute budget in minutes, NaN without one), ``step s`` (its measured seconds
+        a step) and ``still improving``: "yes" when its last
         validation scored its best mPQ+ and more than the one before, else "no" ("not
         validated" without validation scores).
     """
     history = pd.read_csv(folder / HISTORY_FILE)
     last = history.iloc[-1]
-    steps = float(last["step"]) if "step" in history else math.nan
-    images = float(last["images_seen"]) if "images_seen" in history else math.nan
+    epochs = float(last["epoch"])
+    steps = float(last["step"]) if "step" in history else epochs * epoch_steps(folder)
+    images = (
+        float(last["images_seen"]) if "images_seen" in history else epochs * epoch_images(folder)
+    )
     scores = history["val_mpq+"].dropna() if "val_mpq+" in history else pd.Series(dtype=float)
     if len(scores) < 2:
         improving = "not validated" if scores.empty else "no"

@@ -222,11 +222,7 @@ def run_table1(
             left = budget_minutes - (time.perf_counter() - started) / 60
             estimate = estimate_minutes(config)
             if estimate > left:
-                skipped[method] = (
-                    f"not trained here: its training would take about {estimate:.0f} min on "
-                    f"this machine (measured), more than the {max(left, 0):.0f} min this run "
-                    "of the study sets aside for it"
-                )
+                skipped[method] = skip_reason(estimate, left)
                 if progress:
                     print(f"[table1] {method}: {skipped[method]}", flush=True)
                 continue
@@ -236,6 +232,16 @@ def run_table1(
     table = table1_rows(root, n_boot=n_boot, seed=base.seed)
     atomic_write_text(root / TABLE_FILE, table.to_csv(index=False))
     return table
+
+
+def skip_reason(estimate: float, left: float) -> str:
+    """Why a Table I method was not trained: its measured training time ``estimate`` and the
+    ``left`` minutes of the study's budget for it (both in minutes)."""
+    return (
+        f"not trained here: its training would take about {estimate:.0f} min on this machine "
+        f"(measured), more than the {max(left, 0):.0f} min this run of the study sets aside "
+        "for it"
+    )
 
 
 def table1_rows(

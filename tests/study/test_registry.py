@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+from nucstudy.study.compute_budget import training_record
 from nucstudy.study.presets import preset
 from nucstudy.study.registry import epoch_images, epoch_steps
 
@@ -38,3 +39,11 @@ def test_a_folder_without_an_epoch_is_named(tmp_path):
     (tmp_path / "history.csv").write_text("epoch,images_per_s,seconds\n")
     with pytest.raises(ValueError, match="no epoch recorded"):
         epoch_images(tmp_path)
+
+
+def test_a_run_that_predates_the_step_column_is_given_its_steps_and_images(tmp_path):
+    # Table I's paper-scale rows: 3 epochs of 336 patches at batch 8, no step column
+    folder = _run(tmp_path, 8, {"epoch": [1, 2, 3], "images_per_s": [33.6, 33.6, 42.0],
+                                "seconds": [10.0, 10.0, 8.0]})  # fmt: skip
+    record = training_record(folder, None)
+    assert (record["steps"], record["images seen"]) == (126, 1008)
