@@ -26,7 +26,13 @@ import pandas as pd
 
 from nucstudy.common.io import atomic_write_many
 from nucstudy.data.classes import CONIC, ClassScheme, get_scheme
-from nucstudy.data.labels import challenge_crop, check_label_layout, count_nuclei, validate_labels
+from nucstudy.data.labels import (
+    challenge_crop,
+    check_label_layout,
+    count_nuclei,
+    median_diameters,
+    validate_labels,
+)
 
 #: Resolution of the CoNIC release, microns per pixel (20x).
 CONIC_MPP = 0.5
@@ -117,10 +123,15 @@ class ConicData:
 
     def class_summary(self) -> pd.DataFrame:
         """One row per foreground class: ``nuclei`` counted on the central region of every
-        patch, and their ``share`` of all nuclei; indexed by class name."""
+        patch, their ``share`` of all nuclei, and the ``median diameter um`` of its whole
+        nuclei (:func:`~nucstudy.data.labels.median_diameters`); indexed by class name."""
         totals = self.counts.sum(axis=0)
         return pd.DataFrame(
-            {"nuclei": totals, "share": totals / max(int(totals.sum()), 1)},
+            {
+                "nuclei": totals,
+                "share": totals / max(int(totals.sum()), 1),
+                "median diameter um": median_diameters(self.labels, self.scheme, self.mpp),
+            },
             index=pd.Index(self.scheme.foreground_names, name="class"),
         )
 

@@ -62,6 +62,43 @@ def count_nuclei(
     return counts
 
 
+def median_diameters(labels: np.ndarray, scheme: ClassScheme, mpp: float) -> np.ndarray:
+    """The median size of each class's nuclei: the diameter of the circle of a nucleus's
+    area, over the nuclei that do not touch the patch's edge (a cut nucleus looks smaller).
+
+    A nucleus's class is the class of most of its pixels.
+
+    Args:
+        labels: N x H x W x 2 integer array, channel 0 instance ids, channel 1 class ids.
+        scheme: the class scheme the class ids follow.
+        mpp: microns per pixel of the patches.
+
+    Returns:
+        float64 array (K,) in µm, K = number of foreground classes (column k for class id
+        k + 1); NaN for a class without a whole nucleus.
+    """
+    labels = check_label_layout(labels, "labels")
+    n_fg = scheme.n_classes - 1
+    diameters: list[list[float]] = [[] for _ in range(n_fg)]
+    for start in range(0, len(labels), _CHUNK):
+        for patch in np.asarray(labels[start : start + _CHUNK]):
+            inst, cls = patch[..., 0].astype(np.int64), patch[..., 1].astype(np.int64)
+            fg = inst > 0
+            if not fg.any():
+                continue
+            ids, which = np.unique(inst[fg], return_inverse=True)
+            votes = np.bincount(
+                which * scheme.n_classes + cls[fg], minlength=ids.size * scheme.n_classes
+            )
+            majority = votes.reshape(ids.size, scheme.n_classes).argmax(axis=1)
+            areas = np.bincount(which, minlength=ids.size)
+            edge = np.concatenate([inst[0], inst[-1], inst[:, 0], inst[:, -1]])
+            whole = ~np.isin(ids, edge) & (majority > 0)
+            for cid, area in zip(majority[whole], areas[whole], strict=True):
+                diameters[cid - 1].append(2.0 * np.sqrt(area / np.pi) * mpp)
+    return np.array([np.median(d) if d else np.nan for d in diameters], dtype=np.float64)
+
+
 def _unique_instance_class_pairs(chunk: np.ndarray):
     """Yield, per patch, the distinct (instance id, class id) pairs with instance id > 0."""
     for patch in chunk:

@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from nucstudy.data.classes import CONIC, CONSEP
-from nucstudy.data.labels import challenge_crop, count_nuclei, validate_labels
+from nucstudy.data.labels import (
+    challenge_crop,
+    count_nuclei,
+    median_diameters,
+    validate_labels,
+)
 
 
 def _labels(n=2, size=256):
@@ -76,3 +81,22 @@ def test_validate_labels_catches_each_problem():
         validate_labels(negative, CONIC)
     with pytest.raises(ValueError, match="class id 5 .* 'consep'"):
         validate_labels(np.where(good > 0, 5, 0).astype(np.int32), CONSEP)
+
+
+def test_median_diameters_measure_whole_nuclei_by_their_majority_class():
+    labels = np.zeros((2, 20, 20, 2), dtype=np.int32)
+    # patch 0: a 4 x 4 class-1 nucleus with one pixel painted class 2, a class-2 nucleus cut
+    # by the edge (not measured), and a 6 x 6 class-2 nucleus
+    labels[0, 2:6, 2:6] = (1, 1)
+    labels[0, 2, 2, 1] = 2
+    labels[0, 0:3, 12:15] = (2, 2)
+    labels[0, 10:16, 10:16] = (3, 2)
+    labels[1, 5:7, 5:7] = (7, 1)  # patch 1: a 2 x 2 class-1 nucleus
+    diameters = median_diameters(labels, CONSEP, mpp=0.5)
+
+    def circle_diameter_um(side: int) -> float:  # of a square nucleus's area, at 0.5 um/px
+        return 2 * np.sqrt(side * side / np.pi) * 0.5
+
+    assert diameters[0] == pytest.approx(np.median([circle_diameter_um(4), circle_diameter_um(2)]))
+    assert diameters[1] == pytest.approx(circle_diameter_um(6))
+    assert np.isnan(diameters[2:]).all()  # no epithelial or spindle nucleus
