@@ -14,6 +14,7 @@ Examples::
     nucstudy data import-consep ../shared/data/consep256 --split test --out data/consep-test
     nucstudy data summary consep:../shared/data/consep256
     nucstudy data sizes ../shared/data/cpm15 consep:../shared/data/consep256 --split train
+    nucstudy render book/experiments/table1.ipynb
 
 A bad argument or missing data is reported as one line on stderr with exit code 2;
 ``segment`` exits with 1 when some of its images failed (the others are written).
@@ -34,7 +35,7 @@ from nucstudy.cli.run_commands import (
     tune_command,
 )
 from nucstudy.cli.segment_command import segment_command
-from nucstudy.cli.study_commands import ood_command, table1_command
+from nucstudy.cli.study_commands import ood_command, render_command, table1_command
 from nucstudy.engine.checkpoint import CheckpointError
 
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             "segment": segment_command,
             "export": export_command,
             "data": data_command,
+            "render": render_command,
         }
         return handler[args.command](args)
     except UsageError as error:

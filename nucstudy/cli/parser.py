@@ -269,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
         "consep:../shared/data/consep256) and write <out>.scores.json beside it",
     )
 
+    render = commands.add_parser(
+        "render",
+        help="execute experiment pages of the book (book/experiments/...) again from their "
+        "templates, with the parameters each was rendered with; finished runs are reused",
+    )
+    render.add_argument("pages", type=Path, nargs="+", help="train, ablations or table1 pages")
+
     data = commands.add_parser("data", help="generate, import and summarise data sets")
     tools = data.add_subparsers(dest="tool", required=True, parser_class=Parser)
     synth = tools.add_parser("synthetic", help="generate synthetic H&E in the CoNIC layout")

@@ -1,4 +1,5 @@
-"""Commands of the study's comparisons: ``table1`` and ``ood`` (unseen tissue)."""
+"""Commands of the study's comparisons: ``table1``, ``ood`` (unseen tissue), and ``render``
+(an experiment page of the book executed again from its template)."""
 
 from __future__ import annotations
 
@@ -115,4 +116,16 @@ def ood_command(args: argparse.Namespace) -> int:
     shown = summary[["method", "run", "stain normalisation", "thresholds", "pq", "aji", "dice"]]
     print(shown.to_string(float_format="{:.4f}".format))
     print(f"wrote {args.out} and {per_tile_path}")
+    return 0
+
+
+def render_command(args: argparse.Namespace) -> int:
+    from nucstudy.study.render import render_again, rendered_parameters
+
+    for page in args.pages:  # every page checked before the first is executed
+        rendered_parameters(page)
+    for page in args.pages:
+        print(f"rendering {page} again from its template", flush=True)
+        render_again(page)
+        print(f"wrote {page}")
     return 0
