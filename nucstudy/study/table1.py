@@ -238,9 +238,9 @@ def skip_reason(estimate: float, left: float) -> str:
     """Why a Table I method was not trained: its measured training time ``estimate`` and the
     ``left`` minutes of the study's budget for it (both in minutes)."""
     return (
-        f"not trained here: its training would take about {estimate:.0f} min on this machine "
-        f"(measured), more than the {max(left, 0):.0f} min this run of the study sets aside "
-        "for it"
+        "not trained here: measured on this machine, its training would take about "
+        f"{estimate:.0f} min, more than the {max(left, 0):.0f} min this run of the study sets "
+        "aside for it"
     )
 
 

@@ -127,7 +127,9 @@ def test_a_method_over_budget_is_not_trained_and_its_row_says_why(tmp_path, monk
     base = table1_base("synthetic", "smoke", device="cpu")
     table = run_table1(base, tmp_path, methods=("hovernet",), budget_minutes=5, progress=False)
     status = table.set_index("method")["status"]
-    assert status["HoVer-Net"].startswith("not trained here: its training would take about 95 min")
+    assert status["HoVer-Net"].startswith(
+        "not trained here: measured on this machine, its training would take about 95 min"
+    )
     assert status["Mask R-CNN"] == "pending: not trained yet"
     assert not (tmp_path / "hovernet-seed0").exists()
     assert json.loads((tmp_path / "table1_skipped.json").read_text())["hovernet"]
