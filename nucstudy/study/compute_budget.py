@@ -152,9 +152,9 @@ def training_record(folder: Path, budget: dict[str, Any] | None) -> dict[str, An
         or for a history that predates those columns its epochs times one epoch's
         (:func:`~nucstudy.study.registry.epoch_steps`, ``epoch_images``); ``budget min``
         (the compute budget in minutes, NaN without one), ``step s`` (its measured seconds
-        a step) and ``still improving``: "yes" when its last
-        validation scored its best mPQ+ and more than the one before, else "no" ("not
-        validated" without validation scores).
+        a step) and ``still improving``: "yes" when its last validation scored its best
+        mPQ+ and more than the one before, else "no" ("not validated" without validation
+        scores).
     """
     history = pd.read_csv(folder / HISTORY_FILE)
     last = history.iloc[-1]

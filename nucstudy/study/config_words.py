@@ -180,8 +180,8 @@ def stain_words(strength: str) -> str:
 
 def extra_words(name: str) -> str:
     """One of ``ExperimentConfig.extra_augment``'s names in words, read from the transforms
-    it adds: ``"blur_noise"`` -> ``"Gaussian or median blur (p 0.3), Gaussian noise (p
-    0.3)"``."""
+    it adds: ``"grayscale"`` -> ``"grayscale (p 0.2)"``; ``"blur_noise"`` -> ``"Gaussian
+    blur (3-5 px) or median blur (3-5 px) (p 0.3), Gaussian noise (p 0.3)"``."""
     return ", ".join(map(transform_words, _added_transforms(extra=(name,))))
 
 

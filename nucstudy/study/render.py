@@ -6,7 +6,8 @@ Each page under ``book/experiments`` is a template of ``notebooks/`` (``train``,
 page's parameters in its injected-parameters cell. :func:`render_again` reads them back and
 executes the template once more into the page (:func:`~nucstudy.study.main_job.run_notebook`),
 so a changed template or a grown registry reaches the page without retyping its parameters.
-A page's runs are reused where finished; what its registry lacks is trained.
+A page's finished runs are reused; what its registry lacks is trained where the page's
+parameters let it train (``train_missing``).
 """
 
 from __future__ import annotations
