@@ -58,6 +58,7 @@ def environment_info() -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "cpu_model": cpu_model(),
+        "cpu_vector_extensions": list(cpu_vector_extensions()),
         "git_commit": git_commit(),
     }
     for package in ("torchvision", "albumentations", "scipy", "skimage", "pandas", "cv2"):
@@ -68,20 +69,39 @@ def environment_info() -> dict[str, Any]:
     return info
 
 
+#: The vector instruction sets (``/proc/cpuinfo`` flags) whose kernels decide how a run's
+#: arithmetic rounds: two CPUs with one model name can differ in them, and so in their results.
+VECTOR_EXTENSIONS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def _cpuinfo_field(key: str) -> str | None:
+    """The first non-empty value of ``key`` in Linux's ``/proc/cpuinfo`` (None without it)."""
+    try:
+        with open("/proc/cpuinfo") as lines:
+            for line in lines:
+                name, _, value = line.partition(":")
+                if name.strip() == key and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 @cache
 def cpu_model() -> str | None:
     """The CPU's model name (``"AMD EPYC"``; Linux's ``/proc/cpuinfo``, else the platform's
     processor; None if neither says). The fast path's bf16 kernels differ between CPU models,
     so a run reproduces to the digit only on the model it was trained on."""
-    try:
-        with open("/proc/cpuinfo") as lines:
-            for line in lines:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or None
+    return _cpuinfo_field("model name") or platform.processor() or None
+
+
+@cache
+def cpu_vector_extensions() -> tuple[str, ...]:
+    """Which of :data:`VECTOR_EXTENSIONS` this CPU has, in that order (empty where
+    ``/proc/cpuinfo`` is absent). A hypervisor may name an AVX2-only and an AVX512-BF16 CPU
+    both "AMD EPYC"; these flags tell them apart."""
+    flags = set((_cpuinfo_field("flags") or "").split())
+    return tuple(extension for extension in VECTOR_EXTENSIONS if extension in flags)
 
 
 @cache

@@ -1,10 +1,12 @@
 """Does this environment reproduce the committed results?
 
 The main job is deterministic under the locked environment (``requirements.lock``) on one
-CPU model: a fresh clone's ``make study`` must give the committed synthetic results to 4
-decimals on the CPU model that trained them (each run's ``env.json`` names it). On another
-model the fast path's bf16 kernels round differently and training amplifies the difference
-(:func:`training_cpus` lets the comparison say so). A dependency
+CPU: a fresh clone's ``make study`` must give the committed synthetic results to 4 decimals
+on the kind of CPU that trained them (each run's ``env.json`` names its model, its vector
+extensions and whether the fast path ran in bf16). On another CPU the kernels round
+differently and training amplifies the difference (:func:`training_cpus` lets the comparison
+say so); a model name alone does not settle it, as a hypervisor may call an AVX2-only and an
+AVX512-BF16 machine both "AMD EPYC". A dependency
 that resolves to another version (OpenCV drawing the synthetic nuclei differently, say)
 changes them silently; two checks catch it:
 
@@ -54,6 +56,8 @@ TIMING_KEYS = frozenset({"seconds", "images_per_s", "predict_seconds", "evaluate
 MAIN_JOB_PARTS = ("runs/synthetic", "study")
 #: The committed losses of :func:`short_run_losses`.
 SHORT_RUN_FILE = RESULTS_DIR / "reproduction" / "short_run_losses.json"
+#: How :func:`training_cpus` names the CPU of a run that did not record it.
+NOT_RECORDED = "not recorded"
 
 
 def _flat_values(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
@@ -170,29 +174,43 @@ def write_short_run(path: str | os.PathLike = SHORT_RUN_FILE) -> Path:
     return atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
+def _cpu_label(env: dict[str, Any]) -> str:
+    """A run's CPU as it bears on its numbers, from its ``env.json``: the model name, then the
+    fast path's precision and the vector extensions where recorded (``"AMD EPYC (float32;
+    avx2)"``); ``"not recorded"`` for a run from before
+    :func:`~nucstudy.engine.run_folder.cpu_model`."""
+    model = env.get("cpu_model")
+    if not model:
+        return NOT_RECORDED
+    bf16 = (env.get("fast_path") or {}).get("bf16")
+    details = [] if bf16 is None else ["bf16" if bf16 else "float32"]
+    if env.get("cpu_vector_extensions"):
+        details.append(" ".join(env["cpu_vector_extensions"]))
+    return f"{model} ({'; '.join(details)})" if details else model
+
+
 def training_cpus(root: str | os.PathLike, parts: tuple[str, ...] = MAIN_JOB_PARTS) -> set[str]:
-    """The CPU models that trained the runs of a results tree (from their ``env.json``;
-    ``"not recorded"`` for a run from before :func:`~nucstudy.engine.run_folder.cpu_model`)."""
-    cpus = set()
-    for part in parts:
-        for path in (Path(root) / part).rglob(ENV_FILE):
-            cpus.add(json.loads(path.read_text()).get("cpu_model") or "not recorded")
-    return cpus
+    """The CPUs that trained the runs of a results tree, as :func:`_cpu_label` names them."""
+    return {
+        _cpu_label(json.loads(path.read_text()))
+        for part in parts
+        for path in (Path(root) / part).rglob(ENV_FILE)
+    }
 
 
 def cpu_note(
     committed: str | os.PathLike, fresh: str | os.PathLike, parts: tuple[str, ...]
 ) -> str:
-    """A sentence on the CPU models of two trees where they differ or are unknown ("" where
-    both were trained on one and the same recorded model)."""
+    """A sentence on the CPUs of two trees where they differ or are unknown ("" where both
+    were trained on one and the same recorded CPU)."""
     ours, theirs = training_cpus(committed, parts), training_cpus(fresh, parts)
-    if ours == theirs and len(ours) == 1 and "not recorded" not in ours:
+    if ours == theirs and len(ours) == 1 and NOT_RECORDED not in ours:
         return ""
     return (
-        f"CPU models: committed {', '.join(sorted(ours)) or 'none'}; fresh "
-        f"{', '.join(sorted(theirs)) or 'none'}. The fast path's bf16 kernels round differently "
-        f"on different CPU models, and training amplifies it: results agree to {DECIMALS} "
-        "decimals only on the model that trained them."
+        f"CPUs: committed {', '.join(sorted(ours)) or 'none'}; fresh "
+        f"{', '.join(sorted(theirs)) or 'none'}. Kernels round differently on another CPU model, "
+        "with other vector extensions or in bf16 rather than float32, and training amplifies "
+        f"it: results agree to {DECIMALS} decimals only on the CPU that trained them."
     )
 
 

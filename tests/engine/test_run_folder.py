@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 from nucstudy.engine import run_folder
@@ -10,6 +11,7 @@ from nucstudy.engine.run_folder import (
     WORKERS_REDRAW,
     augmentation_frozen,
     cpu_model,
+    cpu_vector_extensions,
     earlier_segments,
     new_segment,
     trained_in_bf16,
@@ -22,6 +24,17 @@ def test_env_names_the_cpu_model_that_trained_the_run(tmp_path):
     written = json.loads(write_env(tmp_path, threads=1).read_text())
     assert written == json.loads((tmp_path / ENV_FILE).read_text())
     assert written["cpu_model"] == cpu_model() and written["threads"] == 1
+    assert written["cpu_vector_extensions"] == list(cpu_vector_extensions())
+
+
+def test_vector_extensions_are_read_from_the_cpu_flags(monkeypatch):
+    flags = "flags\t\t: fpu sse2 avx avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"
+    monkeypatch.setattr("builtins.open", lambda *args, **kwargs: io.StringIO(flags))
+    cpu_vector_extensions.cache_clear()
+    try:
+        assert cpu_vector_extensions() == ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    finally:
+        cpu_vector_extensions.cache_clear()
 
 
 def test_cpu_model_falls_back_to_the_platform_without_proc_cpuinfo(monkeypatch):

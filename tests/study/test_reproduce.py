@@ -66,6 +66,27 @@ def test_results_of_another_cpu_model_are_said_to_be_so(tmp_path, capsys):
     assert "committed not recorded" in cpu_note(committed, fresh, ("runs/synthetic",))
 
 
+def test_one_model_name_with_other_arithmetic_is_another_cpu(tmp_path):
+    """Two machines both called "AMD EPYC", one computing in bf16 and one in float32 with
+    AVX2 only, do not give the same numbers: the note names the difference."""
+    committed = _tree(tmp_path / "a", pq=0.6642, seconds=3.0, loss=0.5)
+    fresh = _tree(tmp_path / "b", pq=0.6645, seconds=3.0, loss=0.5)
+    run = Path("runs") / "synthetic" / "full-seed0" / "env.json"
+    bf16 = {"cpu_model": "AMD EPYC", "fast_path": {"bf16": True}}
+    (committed / run).write_text(json.dumps(bf16))
+    avx2 = {
+        "cpu_model": "AMD EPYC",
+        "fast_path": {"bf16": False},
+        "cpu_vector_extensions": ["avx2"],
+    }
+    (fresh / run).write_text(json.dumps(avx2))
+    assert training_cpus(fresh) == {"AMD EPYC (float32; avx2)"}
+    note = cpu_note(committed, fresh, ("runs/synthetic",))
+    assert "committed AMD EPYC (bf16); fresh AMD EPYC (float32; avx2)" in note
+    (committed / run).write_text(json.dumps(avx2))
+    assert cpu_note(committed, fresh, ("runs/synthetic",)) == ""
+
+
 def test_a_missing_file_or_value_is_a_difference(tmp_path):
     committed = _tree(tmp_path / "a", pq=0.5, seconds=3.0, loss=0.5)
     fresh = _tree(tmp_path / "b", pq=0.5, seconds=3.0, loss=0.5)
