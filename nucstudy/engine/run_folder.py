@@ -90,8 +90,9 @@ def _cpuinfo_field(key: str) -> str | None:
 @cache
 def cpu_model() -> str | None:
     """The CPU's model name (``"AMD EPYC"``; Linux's ``/proc/cpuinfo``, else the platform's
-    processor; None if neither says). The fast path's bf16 kernels differ between CPU models,
-    so a run reproduces to the digit only on the model it was trained on."""
+    processor; None if neither says). Kernels round differently on other CPUs, so a run
+    reproduces to the digit only on the kind it was trained on: this model name with the same
+    :func:`cpu_vector_extensions`."""
     return _cpuinfo_field("model name") or platform.processor() or None
 
 
