@@ -42,6 +42,7 @@ from nucstudy.engine.run_folder import (
     PER_IMAGE_FILE,
     TRAINED_ON_FILE,
     environment_info,
+    trained_in_bf16,
 )
 from nucstudy.study.paths import RESULTS_DIR
 from nucstudy.study.presets import HV_TERMS, preset
@@ -176,14 +177,16 @@ def write_short_run(path: str | os.PathLike = SHORT_RUN_FILE) -> Path:
 
 def _cpu_label(env: dict[str, Any]) -> str:
     """A run's CPU as it bears on its numbers, from its ``env.json``: the model name, then the
-    fast path's precision and the vector extensions where recorded (``"AMD EPYC (float32;
-    avx2)"``); ``"not recorded"`` for a run from before
+    fast path's precision (:func:`~nucstudy.engine.run_folder.trained_in_bf16`: "mixed" for
+    a run resumed in the other precision) and the vector extensions where recorded (``"AMD
+    EPYC (float32; avx2)"``); ``"not recorded"`` for a run from before
     :func:`~nucstudy.engine.run_folder.cpu_model`."""
     model = env.get("cpu_model")
     if not model:
         return NOT_RECORDED
-    bf16 = (env.get("fast_path") or {}).get("bf16")
-    details = [] if bf16 is None else ["bf16" if bf16 else "float32"]
+    bf16 = trained_in_bf16(env)
+    precision = {True: "bf16", False: "float32", "mixed": "bf16 and float32", None: None}[bf16]
+    details = [precision] if precision else []
     if env.get("cpu_vector_extensions"):
         details.append(" ".join(env["cpu_vector_extensions"]))
     return f"{model} ({'; '.join(details)})" if details else model

@@ -85,6 +85,9 @@ def test_one_model_name_with_other_arithmetic_is_another_cpu(tmp_path):
     assert "committed AMD EPYC (bf16); fresh AMD EPYC (float32; avx2)" in note
     (committed / run).write_text(json.dumps(avx2))
     assert cpu_note(committed, fresh, ("runs/synthetic",)) == ""
+    resumed = {**bf16, "segments": [{"bf16": True}, {"bf16": False}]}  # resumed without bf16
+    (committed / run).write_text(json.dumps(resumed))
+    assert training_cpus(committed) == {"AMD EPYC (bf16 and float32)"}
 
 
 def test_a_missing_file_or_value_is_a_difference(tmp_path):
