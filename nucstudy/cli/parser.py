@@ -257,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--full-precision", action="store_true", help="keep float32 weights (default float16)"
     )
     export.add_argument(
+        "--restore-batch-norm",
+        action="store_true",
+        help="estimate again, from the model's training patches, the batch-norm statistics "
+        "that an earlier float16 export lost to overflow (MODEL: that model file)",
+    )
+    export.add_argument(
         "--no-stain-reference",
         action="store_true",
         help="do not store the training images' colour statistics (then the model's data "

@@ -140,16 +140,27 @@ def export_command(args: argparse.Namespace) -> int:
     from nucstudy.study.ood import run_stain_reference
 
     checkpoint = model_file(args.model)
+    weights = None
+    if args.restore_batch_norm:
+        from nucstudy.study.restore import restored_weights
+
+        try:
+            weights, restored = restored_weights(checkpoint)
+        except (FileNotFoundError, ValueError) as error:
+            raise UsageError(str(error)) from None
+        print(f"{checkpoint}: statistics estimated again for {', '.join(restored)}")
     stain = None
     if not args.no_stain_reference:
         try:
-            stain = run_stain_reference(load_model(checkpoint))
+            stain = run_stain_reference(load_model(checkpoint, require_finite=weights is None))
         except FileNotFoundError as error:
             raise UsageError(
                 f"{error}; the training data is needed for the colour statistics "
                 "(or pass --no-stain-reference)"
             ) from None
-    out = export_model(checkpoint, args.out, half=not args.full_precision, stain=stain)
+    out = export_model(
+        checkpoint, args.out, half=not args.full_precision, stain=stain, weights=weights
+    )
     print(f"{out}: {out.stat().st_size / 1e6:.1f} MB")
     if args.state_scores:
         from nucstudy.study.stated_scores import stated_scores_path, write_stated_scores

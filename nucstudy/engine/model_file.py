@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from nucstudy.data.classes import ClassScheme, get_scheme
@@ -116,7 +117,23 @@ def _trained_model_state(path: str | os.PathLike) -> dict:
     return state
 
 
-def load_model(path: str | os.PathLike) -> TrainedModel:
+#: The largest magnitude a float16 holds; :func:`export_model` keeps a tensor with a larger
+#: value in float32 (a batch-norm variance of large activations can exceed it).
+FLOAT16_MAX = float(torch.finfo(torch.float16).max)
+
+
+def non_finite_weights(weights: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The floating-point tensors of a state dict that hold infinities or NaNs, with how
+    many values of each (empty where every value is finite)."""
+    counts = {
+        name: int((~torch.isfinite(value)).sum())
+        for name, value in weights.items()
+        if value.is_floating_point()
+    }
+    return {name: count for name, count in counts.items() if count}
+
+
+def load_model(path: str | os.PathLike, require_finite: bool = True) -> TrainedModel:
     """Restore a trained model from its checkpoint file alone, without its run folder.
 
     The checkpoint (written by :class:`nucstudy.engine.trainer.Trainer`) carries its
@@ -125,11 +142,25 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
     SHA-256 sidecar is checked when it
     is there, and a checkpoint without one loads with a warning.
 
+    Args:
+        path: the checkpoint or model file.
+        require_finite: refuse a file with infinite or NaN weights (False only to repair
+            one: :func:`nucstudy.study.restore.restored_weights`).
+
     Raises:
-        nucstudy.engine.checkpoint.CheckpointError: missing, modified or unsafe file, or one that
-            lacks what a trained model needs.
+        nucstudy.engine.checkpoint.CheckpointError: missing, modified or unsafe file, one that
+            lacks what a trained model needs, or one with weights that are not finite.
     """
     state = _trained_model_state(path)
+    lost = non_finite_weights(state["model"])
+    if require_finite and lost:
+        names = ", ".join(f"{name} ({count})" for name, count in lost.items())
+        raise CheckpointError(
+            f"{path}: weights that are not finite in {names}; export the model again from "
+            "its checkpoint, or where only batch-norm statistics are lost (a float16 export "
+            f"that overflowed), re-estimate them: nucstudy export {path} --out FILE "
+            "--restore-batch-norm"
+        )
     spec = ModelSpec.of_checkpoint(state)
     network = build_model(spec.model, n_types=spec.n_types, **spec.model_options)
     network.load_state_dict(state["model"])
@@ -155,6 +186,7 @@ def export_model(
     out: str | os.PathLike,
     half: bool = True,
     stain: StainReference | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a small checkpoint for inference only: weights and what :func:`load_model` needs.
 
@@ -162,21 +194,38 @@ def export_model(
         checkpoint: a training checkpoint (``checkpoints/best.pt`` of a run).
         out: the file to write (with its ``.sha256`` digest beside it).
         half: store floating-point weights as float16 (half the size; they are read back
-            into float32, which changes the outputs by far less than the network's errors).
+            into float32, which changes the outputs by far less than the network's errors),
+            except a tensor with a value beyond float16's range (:data:`FLOAT16_MAX`), which
+            is stored in float32 rather than as infinities.
         stain: the colour statistics of the model's training images, stored for stain
             normalisation at inference (``segment_image(..., stain_normalise=True)``).
+        weights: the network's state dict to store instead of the checkpoint's (one whose
+            batch-norm statistics were re-estimated); None: the checkpoint's.
 
     Raises:
         nucstudy.engine.checkpoint.CheckpointError: the checkpoint is missing, unsafe or
-            incomplete.
+            incomplete, or the weights to store are not all finite.
     """
     state = _trained_model_state(checkpoint)
     slim = {key: state[key] for key in MODEL_KEYS + OPTIONAL_MODEL_KEYS if key in state}
+    if weights is not None:
+        slim["model"] = weights
+    lost = non_finite_weights(slim["model"])
+    if lost:
+        names = ", ".join(lost)
+        raise CheckpointError(
+            f"{checkpoint}: weights that are not finite ({names}); nothing written"
+        )
     if half:
-        slim["model"] = {
-            name: value.half() if value.is_floating_point() else value
-            for name, value in state["model"].items()
-        }
+        slim["model"] = {name: _half_if_it_fits(value) for name, value in slim["model"].items()}
     if stain is not None:
         slim["stain_mean"], slim["stain_std"] = list(stain.mean), list(stain.std)
     return save_checkpoint(out, slim)
+
+
+def _half_if_it_fits(value: torch.Tensor) -> torch.Tensor:
+    """A float16 copy of a floating-point tensor whose values float16 can hold; any other
+    tensor (integers, or a value beyond :data:`FLOAT16_MAX`) as it is."""
+    if not value.is_floating_point() or (value.numel() and value.abs().max() > FLOAT16_MAX):
+        return value
+    return value.half()
