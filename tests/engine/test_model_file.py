@@ -29,12 +29,22 @@ def _first_batch_norm(state: dict) -> str:
     )
 
 
-def _changed(checkpoint, path, layer: str, change) -> str:
+def _changed(checkpoint, path, layer: str, change):
     """Save ``checkpoint`` at ``path`` with ``change`` applied to ``layer``'s running variance."""
     state = load_checkpoint(checkpoint)
     state["model"][f"{layer}.running_var"] = change(state["model"][f"{layer}.running_var"])
     save_checkpoint(path, state)
     return path
+
+
+def _lost(checkpoint, path, channel: int) -> tuple:
+    """(the first batch-norm layer, ``checkpoint`` saved at ``path`` with that layer's running
+    variance infinite in ``channel``), as a float16 export that overflowed leaves it."""
+    layer = _first_batch_norm(load_checkpoint(checkpoint))
+    path = _changed(
+        checkpoint, path, layer, lambda var: var.index_fill(0, torch.tensor([channel]), torch.inf)
+    )
+    return layer, path
 
 
 def test_export_keeps_in_float32_a_tensor_beyond_float16s_range(checkpoint, tmp_path):
@@ -56,13 +66,7 @@ def test_export_keeps_in_float32_a_tensor_beyond_float16s_range(checkpoint, tmp_
 
 
 def test_a_file_with_weights_that_are_not_finite_is_refused_with_the_repair(checkpoint, tmp_path):
-    layer = _first_batch_norm(load_checkpoint(checkpoint))
-    lost = _changed(
-        checkpoint,
-        tmp_path / "lost.pt",
-        layer,
-        lambda var: var.index_fill(0, torch.tensor([0]), float("inf")),
-    )
+    layer, lost = _lost(checkpoint, tmp_path / "lost.pt", channel=0)
     with pytest.raises(
         CheckpointError, match=f"{layer}.running_var \\(1\\).*--restore-batch-norm"
     ):
@@ -124,13 +128,7 @@ def test_only_lost_batch_norm_statistics_are_restored(checkpoint, tmp_path):
 
 
 def test_export_restores_a_file_that_lost_batch_norm_statistics(checkpoint, tmp_path, capsys):
-    layer = _first_batch_norm(load_checkpoint(checkpoint))
-    lost = _changed(
-        checkpoint,
-        tmp_path / "lost.pt",
-        layer,
-        lambda var: var.index_fill(0, torch.tensor([1]), float("inf")),
-    )
+    layer, lost = _lost(checkpoint, tmp_path / "lost.pt", channel=1)
     argv = ["export", str(lost), "--out", str(tmp_path / "fixed.pt"), "--restore-batch-norm"]
     assert main([*argv, "--no-stain-reference"]) == 0
     assert f"statistics estimated again for {layer}" in capsys.readouterr().out
