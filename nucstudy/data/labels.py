@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nucstudy.common.votes import class_votes
 from nucstudy.data.classes import CONIC, ClassScheme
 
 #: CoNIC counts nuclei on the central 224 x 224 region of each 256 x 256 patch.
@@ -87,10 +88,7 @@ def median_diameters(labels: np.ndarray, scheme: ClassScheme, mpp: float) -> np.
             if not fg.any():
                 continue
             ids, which = np.unique(inst[fg], return_inverse=True)
-            votes = np.bincount(
-                which * scheme.n_classes + cls[fg], minlength=ids.size * scheme.n_classes
-            )
-            majority = votes.reshape(ids.size, scheme.n_classes).argmax(axis=1)
+            majority = class_votes(which, cls[fg], ids.size, scheme.n_classes).argmax(axis=1)
             areas = np.bincount(which, minlength=ids.size)
             edge = np.concatenate([inst[0], inst[-1], inst[:, 0], inst[:, -1]])
             whole = ~np.isin(ids, edge) & (majority > 0)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from nucstudy.common.votes import class_votes
 from nucstudy.data.classes import ClassScheme, get_scheme
 from nucstudy.metrics.conic import _ratio_or_nan
 from nucstudy.metrics.matching import (
@@ -81,12 +82,8 @@ def _majority_class(
 ) -> np.ndarray:
     """int64 (objects,): the class id most of each object's pixels carry (ties to lower id)."""
     rows = np.flatnonzero(objects.of_row >= 0)
-    votes = np.bincount(
-        objects.of_row[rows] * k + classes[rows],
-        weights=pixels[rows],
-        minlength=objects.area.size * k,
-    )
-    return votes.reshape(-1, k).argmax(axis=1)
+    votes = class_votes(objects.of_row[rows], classes[rows], objects.area.size, k, pixels[rows])
+    return votes.argmax(axis=1)
 
 
 def _match_nuclei(pred: np.ndarray, true: np.ndarray, scheme: ClassScheme) -> _Matching:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from nucstudy.common.votes import class_votes
+
 
 @dataclass(frozen=True)
 class Nuclei:
@@ -140,7 +142,7 @@ def _vote(inst_map: np.ndarray, type_map: np.ndarray) -> tuple[np.ndarray, np.nd
     k = int(type_map.max(initial=0)) + 1
     pixel = np.flatnonzero(inst_map)
     nucleus = inst_map.ravel()[pixel].astype(np.int64) - 1
-    votes = np.bincount(nucleus * k + type_map.ravel()[pixel], minlength=n * k).reshape(n, k)
+    votes = class_votes(nucleus, type_map.ravel()[pixel], n, k)
     class_id = np.zeros(n, dtype=np.int32)
     has_class = votes[:, 1:].sum(axis=1) > 0
     if k > 1:
