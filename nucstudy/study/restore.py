@@ -29,22 +29,27 @@ from nucstudy.study.experiment import ExperimentConfig
 
 __all__ = ["lost_batch_norms", "restore_batch_norms", "restored_weights"]
 
-#: The statistics of a batch-norm layer, the buffers that a restore sets.
-STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+#: The running statistics of a batch-norm layer, which a restore estimates again.
+STATISTICS = ("running_mean", "running_var")
 
 
 def lost_batch_norms(network: nn.Module) -> list[str]:
     """The names of ``network``'s batch-norm layers with a running mean or variance that is
     not finite."""
-    return [
-        name
-        for name, layer in network.named_modules()
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm)
-        and layer.track_running_stats
-        and not (
-            torch.isfinite(layer.running_mean).all() and torch.isfinite(layer.running_var).all()
-        )
-    ]
+    return _lost(network.state_dict())[0]
+
+
+def _lost(weights: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """The tensors of a state dict that are not finite (:func:`non_finite_weights`), as (the
+    batch-norm layers whose running statistics they are, the other tensors' names)."""
+    layers, others = [], []
+    for name in non_finite_weights(weights):
+        layer, _, buffer = name.rpartition(".")
+        if buffer in STATISTICS:
+            layers.append(layer)
+        else:
+            others.append(name)
+    return list(dict.fromkeys(layers)), others
 
 
 def restore_batch_norms(
@@ -92,9 +97,7 @@ def restored_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
         FileNotFoundError: the model's training data is not at hand.
     """
     model = load_model(path, require_finite=False)
-    names = lost_batch_norms(model.network)
-    statistics = {f"{name}.{buffer}" for name in names for buffer in STATISTICS}
-    others = sorted(set(non_finite_weights(model.network.state_dict())) - statistics)
+    names, others = _lost(model.network.state_dict())
     if others:
         raise ValueError(
             f"{path}: weights that are not batch-norm statistics are not finite "
