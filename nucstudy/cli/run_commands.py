@@ -140,19 +140,21 @@ def export_command(args: argparse.Namespace) -> int:
     from nucstudy.study.ood import run_stain_reference
 
     checkpoint = model_file(args.model)
+    model = load_model(checkpoint, require_finite=not args.restore_batch_norm)
     weights = None
     if args.restore_batch_norm:
-        from nucstudy.study.restore import restored_weights
+        from nucstudy.study.restore import restore_lost_batch_norms
 
         try:
-            weights, restored = restored_weights(checkpoint)
+            restored = restore_lost_batch_norms(model)
         except (FileNotFoundError, ValueError) as error:
-            raise UsageError(str(error)) from None
+            raise UsageError(f"{checkpoint}: {error}") from None
+        weights = model.network.state_dict()
         print(f"{checkpoint}: statistics estimated again for {', '.join(restored)}")
     stain = None
     if not args.no_stain_reference:
         try:
-            stain = run_stain_reference(load_model(checkpoint, require_finite=weights is None))
+            stain = run_stain_reference(model)
         except FileNotFoundError as error:
             raise UsageError(
                 f"{error}; the training data is needed for the colour statistics "

@@ -145,7 +145,7 @@ def load_model(path: str | os.PathLike, require_finite: bool = True) -> TrainedM
     Args:
         path: the checkpoint or model file.
         require_finite: refuse a file with infinite or NaN weights (False only to repair
-            one: :func:`nucstudy.study.restore.restored_weights`).
+            one: :func:`nucstudy.study.restore.restore_lost_batch_norms`).
 
     Raises:
         nucstudy.engine.checkpoint.CheckpointError: missing, modified or unsafe file, one that

@@ -8,14 +8,12 @@ only an average over training data, so they can be computed again.
 :func:`restore_batch_norms` runs the network over its training patches with every layer in
 eval mode but the damaged ones, so each sees the inputs it sees at inference, and sets each
 damaged layer's statistics to the plain mean over the batches (as
-:func:`torch.optim.swa_utils.update_bn` does). :func:`restored_weights` does that for a model
-file, on the training side of its run's own split (validation tiles left out); every other
-tensor stays as it was.
+:func:`torch.optim.swa_utils.update_bn` does). :func:`restore_lost_batch_norms` does that
+for a loaded model file, on the training side of its run's own split (validation tiles left
+out); every other tensor stays as it was.
 """
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import torch
@@ -23,11 +21,11 @@ from torch import nn
 
 from nucstudy.engine.forward import images_to_tensor
 from nucstudy.engine.methods import method_for
-from nucstudy.engine.model_file import load_model, non_finite_weights
+from nucstudy.engine.model_file import TrainedModel, non_finite_weights
 from nucstudy.engine.training_data import training_split
 from nucstudy.study.experiment import ExperimentConfig
 
-__all__ = ["lost_batch_norms", "restore_batch_norms", "restored_weights"]
+__all__ = ["lost_batch_norms", "restore_batch_norms", "restore_lost_batch_norms"]
 
 #: The running statistics of a batch-norm layer, which a restore estimates again.
 STATISTICS = ("running_mean", "running_var")
@@ -85,27 +83,29 @@ def restore_batch_norms(
         network.eval()
 
 
-def restored_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """A model file's weights with its lost batch-norm statistics estimated again from the
+def restore_lost_batch_norms(model: TrainedModel) -> list[str]:
+    """Estimate again, in place, the batch-norm statistics a model file lost, from the
     training side of its run's split (its config's source, seed and validation fraction).
 
+    Args:
+        model: a model file loaded with ``load_model(path, require_finite=False)``.
+
     Returns:
-        (the network's state dict, float32; the names of the layers estimated again).
+        The names of the layers estimated again; every other tensor is left as it was.
 
     Raises:
-        ValueError: the file lost nothing, or lost weights that are not batch-norm statistics.
+        ValueError: the model lost nothing, or lost weights that are not batch-norm statistics.
         FileNotFoundError: the model's training data is not at hand.
     """
-    model = load_model(path, require_finite=False)
     names, others = _lost(model.network.state_dict())
     if others:
         raise ValueError(
-            f"{path}: weights that are not batch-norm statistics are not finite "
-            f"({', '.join(others)}); export the model again from its checkpoint"
+            f"weights that are not batch-norm statistics are not finite ({', '.join(others)}); "
+            "export the model again from its checkpoint"
         )
     if not names:
-        raise ValueError(f"{path}: every batch-norm statistic is finite; nothing to restore")
+        raise ValueError("every batch-norm statistic is finite; nothing to restore")
     config = ExperimentConfig.of_model(model)
     data, train_idx, _ = training_split(config, config.open_data("train"))
     restore_batch_norms(model.network, names, np.asarray(data.images[train_idx]))
-    return model.network.state_dict(), names
+    return names

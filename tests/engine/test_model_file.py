@@ -13,7 +13,7 @@ from nucstudy.engine.forward import images_to_tensor, predict_maps
 from nucstudy.engine.model_file import FLOAT16_MAX, export_model, load_model
 from nucstudy.engine.training_data import training_split
 from nucstudy.study.experiment import ExperimentConfig
-from nucstudy.study.restore import lost_batch_norms, restored_weights
+from nucstudy.study.restore import lost_batch_norms, restore_lost_batch_norms
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +85,9 @@ def test_lost_statistics_are_the_mean_over_the_training_patches_and_nothing_else
     lost = _changed(
         checkpoint, tmp_path / "lost.pt", layer, lambda var: torch.full_like(var, float("inf"))
     )
-    weights, names = restored_weights(lost)
-    assert names == [layer]
+    repaired = load_model(lost, require_finite=False)
+    assert restore_lost_batch_norms(repaired) == [layer]
+    weights = repaired.network.state_dict()
     statistics = {
         f"{layer}.{buffer}" for buffer in ("running_mean", "running_var", "num_batches_tracked")
     }
@@ -118,13 +119,13 @@ def test_lost_statistics_are_the_mean_over_the_training_patches_and_nothing_else
 
 def test_only_lost_batch_norm_statistics_are_restored(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="nothing to restore"):
-        restored_weights(checkpoint)
+        restore_lost_batch_norms(load_model(checkpoint))
     state = load_checkpoint(checkpoint)
     conv = next(name for name, value in state["model"].items() if value.dim() == 4)
     state["model"][conv] = torch.full_like(state["model"][conv], float("nan"))
     save_checkpoint(tmp_path / "nan.pt", state)
     with pytest.raises(ValueError, match=f"not batch-norm statistics.*{conv}"):
-        restored_weights(tmp_path / "nan.pt")
+        restore_lost_batch_norms(load_model(tmp_path / "nan.pt", require_finite=False))
 
 
 def test_export_restores_a_file_that_lost_batch_norm_statistics(checkpoint, tmp_path, capsys):
