@@ -105,6 +105,27 @@ def cpu_vector_extensions() -> tuple[str, ...]:
     return tuple(extension for extension in VECTOR_EXTENSIONS if extension in flags)
 
 
+#: How :func:`cpu_label` names the CPU of a run that did not record it.
+CPU_NOT_RECORDED = "not recorded"
+
+
+def cpu_label(env: dict[str, Any]) -> str:
+    """A run's CPU as it bears on its numbers, from its ``env.json`` (or a record with the
+    same keys): the model name, then the precision (:func:`trained_in_bf16`: "bf16 and
+    float32" for a run resumed in the other one) and the vector extensions where recorded
+    (``"AMD EPYC (float32; avx2)"``); :data:`CPU_NOT_RECORDED` for a run from before
+    :func:`cpu_model`."""
+    model = env.get("cpu_model")
+    if not model:
+        return CPU_NOT_RECORDED
+    bf16 = trained_in_bf16(env)
+    precision = {True: "bf16", False: "float32", "mixed": "bf16 and float32", None: None}[bf16]
+    details = [precision] if precision else []
+    if env.get("cpu_vector_extensions"):
+        details.append(" ".join(env["cpu_vector_extensions"]))
+    return f"{model} ({'; '.join(details)})" if details else model
+
+
 @cache
 def git_commit() -> str | None:
     """HEAD when this process first asks: a long process keeps the commit it started on."""

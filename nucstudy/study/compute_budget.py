@@ -22,11 +22,17 @@ from typing import Any
 import pandas as pd
 
 from nucstudy.common.io import atomic_write_text
+from nucstudy.engine.run_folder import (
+    CPU_NOT_RECORDED,
+    cpu_label,
+    cpu_model,
+    cpu_vector_extensions,
+)
 from nucstudy.study.experiment import HISTORY_FILE, ExperimentConfig
 from nucstudy.study.registry import epoch_images, epoch_steps
 
 #: The registry folder's record of each method's budget: method-seed -> minutes, step
-#: seconds, threads.
+#: seconds, threads and the CPU and precision the step was timed on.
 BUDGET_FILE = "budget.json"
 
 
@@ -77,11 +83,25 @@ def budget_config(
     return config.replace(**changes), steps
 
 
+def measuring_cpu(bf16: bool) -> str:
+    """This machine's CPU as :func:`~nucstudy.engine.run_folder.cpu_label` names a run's, for
+    a step timed in ``bf16`` or float32: a budget buys its steps at that CPU's step time, so
+    a run trained on another CPU, or in the other precision, takes other minutes for them."""
+    return cpu_label(
+        {
+            "cpu_model": cpu_model(),
+            "cpu_vector_extensions": list(cpu_vector_extensions()),
+            "fast_path": {"bf16": bf16},
+        }
+    )
+
+
 def budgeted_config(
     config: ExperimentConfig, method: str, root: Path, minutes: float, progress: bool
 ) -> ExperimentConfig:
     """The method's config under the compute budget: its steps measured once and kept in
-    ``root/budget.json`` (method and seed -> minutes, step seconds, threads), so that a run
+    ``root/budget.json`` (method and seed -> minutes, step seconds, threads, the CPU and
+    precision they were measured on: :func:`measuring_cpu`), so that a run
     resumed in a later session keeps its length. Another seed of a method already measured
     under the same budget reuses that measurement, so that the method's seeds are
     step-matched. Processes that train other methods into the same ``root`` side by side
@@ -103,9 +123,14 @@ def budgeted_config(
         ]
         record = same_budget[0] if same_budget else None
         if record is None:
-            seconds = measure_step_seconds(Trainer(config, progress=False), steps=5, warmup=2)
-            threads = torch.get_num_threads()
-            record = {"minutes": minutes, "step_seconds": seconds, "threads": threads}
+            trainer = Trainer(config, progress=False)
+            seconds = measure_step_seconds(trainer, steps=5, warmup=2)
+            record = {
+                "minutes": minutes,
+                "step_seconds": seconds,
+                "threads": torch.get_num_threads(),
+                "measured_on": measuring_cpu(trainer.fast_path.bf16),
+            }
         if budgets.get(key) != record:
             budgets[key] = record
             atomic_write_text(path, json.dumps(budgets, indent=2) + "\n")
@@ -152,7 +177,8 @@ def training_record(folder: Path, budget: dict[str, Any] | None) -> dict[str, An
         or for a history that predates those columns its epochs times one epoch's
         (:func:`~nucstudy.study.registry.epoch_steps`, ``epoch_images``); ``budget min``
         (the compute budget in minutes, NaN without one), ``step s`` (its measured seconds
-        a step) and ``still improving``: "yes" when its last validation scored its best
+        a step), ``step measured on`` (the CPU and precision of that measurement, None
+        without a budget) and ``still improving``: "yes" when its last validation scored its best
         mPQ+ and more than the one before, else "no" ("not validated" without validation
         scores).
     """
@@ -174,5 +200,6 @@ def training_record(folder: Path, budget: dict[str, Any] | None) -> dict[str, An
         "images seen": images,
         "budget min": budget["minutes"] if budget else math.nan,
         "step s": budget["step_seconds"] if budget else math.nan,
+        "step measured on": budget.get("measured_on", CPU_NOT_RECORDED) if budget else None,
         "still improving": improving,
     }

@@ -27,7 +27,7 @@ from nucstudy.engine.device import choose_fast_path, resolve_device
 from nucstudy.engine.inference import predict_labels
 from nucstudy.engine.methods import method_for
 from nucstudy.engine.model_file import TrainedModel, load_model
-from nucstudy.engine.run_folder import augmentation_frozen, trained_in_bf16
+from nucstudy.engine.run_folder import augmentation_frozen, cpu_label, trained_in_bf16
 from nucstudy.metrics import conic_metrics
 from nucstudy.metrics.bootstrap import bootstrap_intervals, per_image_stats
 from nucstudy.postprocess import Thresholds
@@ -272,9 +272,10 @@ def table1_row(
         A dict with ``data set``, ``method``, ``run`` and ``status``: ``"done"`` with
         mPQ+, R², PQ and their intervals, PQ per class (``PQ <class>``), the test data,
         the run's protocol and its training cost (``train minutes``, wall clock from
-        env.json; ``train GMACs/patch``, multiply-adds of forward and backward on one
-        training patch, NaN where not recorded), ``augmentation each epoch`` (False for a
-        run trained before the loader fix:
+        env.json; ``cpu``, the CPU and precision it trained on, for a run on the CPU:
+        :func:`~nucstudy.engine.run_folder.cpu_label`; ``train GMACs/patch``, multiply-adds
+        of forward and backward on one training patch, NaN where not recorded),
+        ``augmentation each epoch`` (False for a run trained before the loader fix:
         :func:`~nucstudy.engine.run_folder.augmentation_frozen`), or ``"pending: <reason>"``
         alone when the run has not finished.
     """
@@ -314,6 +315,7 @@ def table1_row(
         "best epoch": metrics["epoch"],
         "seed": config.seed,
         "device": env.get("device_name"),
+        "cpu": cpu_label(env) if env.get("device_name") == "cpu" else None,
         "threads": env.get("threads"),
         "bf16": trained_in_bf16(env),
         "train minutes": training_minutes(env),

@@ -36,13 +36,14 @@ import pandas as pd
 
 from nucstudy.common.io import atomic_write_text
 from nucstudy.engine.run_folder import (
+    CPU_NOT_RECORDED,
     ENV_FILE,
     HISTORY_FILE,
     METRICS_FILE,
     PER_IMAGE_FILE,
     TRAINED_ON_FILE,
+    cpu_label,
     environment_info,
-    trained_in_bf16,
 )
 from nucstudy.study.paths import RESULTS_DIR
 from nucstudy.study.presets import HV_TERMS, preset
@@ -57,8 +58,6 @@ TIMING_KEYS = frozenset({"seconds", "images_per_s", "predict_seconds", "evaluate
 MAIN_JOB_PARTS = ("runs/synthetic", "study")
 #: The committed losses of :func:`short_run_losses`.
 SHORT_RUN_FILE = RESULTS_DIR / "reproduction" / "short_run_losses.json"
-#: How :func:`training_cpus` names the CPU of a run that did not record it.
-NOT_RECORDED = "not recorded"
 
 
 def _flat_values(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
@@ -175,27 +174,11 @@ def write_short_run(path: str | os.PathLike = SHORT_RUN_FILE) -> Path:
     return atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
-def _cpu_label(env: dict[str, Any]) -> str:
-    """A run's CPU as it bears on its numbers, from its ``env.json``: the model name, then the
-    fast path's precision (:func:`~nucstudy.engine.run_folder.trained_in_bf16`: "mixed" for
-    a run resumed in the other precision) and the vector extensions where recorded (``"AMD
-    EPYC (float32; avx2)"``); ``"not recorded"`` for a run from before
-    :func:`~nucstudy.engine.run_folder.cpu_model`."""
-    model = env.get("cpu_model")
-    if not model:
-        return NOT_RECORDED
-    bf16 = trained_in_bf16(env)
-    precision = {True: "bf16", False: "float32", "mixed": "bf16 and float32", None: None}[bf16]
-    details = [precision] if precision else []
-    if env.get("cpu_vector_extensions"):
-        details.append(" ".join(env["cpu_vector_extensions"]))
-    return f"{model} ({'; '.join(details)})" if details else model
-
-
 def training_cpus(root: str | os.PathLike, parts: tuple[str, ...] = MAIN_JOB_PARTS) -> set[str]:
-    """The CPUs that trained the runs of a results tree, as :func:`_cpu_label` names them."""
+    """The CPUs that trained the runs of a results tree, as
+    :func:`~nucstudy.engine.run_folder.cpu_label` names them."""
     return {
-        _cpu_label(json.loads(path.read_text()))
+        cpu_label(json.loads(path.read_text()))
         for part in parts
         for path in (Path(root) / part).rglob(ENV_FILE)
     }
@@ -207,7 +190,7 @@ def cpu_note(
     """A sentence on the CPUs of two trees where they differ or are unknown ("" where both
     were trained on one and the same recorded CPU)."""
     ours, theirs = training_cpus(committed, parts), training_cpus(fresh, parts)
-    if ours == theirs and len(ours) == 1 and NOT_RECORDED not in ours:
+    if ours == theirs and len(ours) == 1 and CPU_NOT_RECORDED not in ours:
         return ""
     return (
         f"CPUs: committed {', '.join(sorted(ours)) or 'none'}; fresh "

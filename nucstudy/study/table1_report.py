@@ -30,6 +30,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from nucstudy.engine.run_folder import CPU_NOT_RECORDED
 from nucstudy.study.defect_departures import LOADER_DEFECT
 from nucstudy.study.report import MISSING, mean_std, number_text
 from nucstudy.study.verdicts import SPREAD_FACTOR, spread_verdicts
@@ -193,6 +194,16 @@ def interval_sentence(rows: pd.DataFrame) -> str:
     return f"The 95 % intervals are a bootstrap over different units ({clauses})."
 
 
+def _run_names(rows: pd.DataFrame) -> list[str]:
+    """Each row's run as a sentence names it: "method, seed N" (the method alone where no
+    seed is recorded)."""
+    seeds = column_or_nan(rows, "seed")
+    return [
+        method if math.isnan(seed) else f"{method}, seed {seed:.0f}"
+        for method, seed in zip(rows["method"], seeds, strict=True)
+    ]
+
+
 def protocol_sentences(rows: pd.DataFrame) -> list[str]:
     """Per data set, what training the methods were given, so that a reader can tell an
     equal-compute comparison from one in equal epochs.
@@ -203,8 +214,10 @@ def protocol_sentences(rows: pd.DataFrame) -> list[str]:
 
     Returns:
         One sentence per data set with a finished run: "each method gets the same N minutes
-        of training on this machine (T thread(s) each)" where every finished run had that
-        compute budget (naming the finished methods while others are not), otherwise the
+        of training (T thread(s) each) on the CPU its step time was measured on" where every
+        finished run had that compute budget (naming the CPU where recorded, the finished
+        methods while others are not, and the runs that trained their steps on another CPU
+        or in another precision: columns ``step measured on`` and ``cpu``), otherwise the
         epochs of each method.
     """
     lines = []
@@ -223,13 +236,27 @@ def protocol_sentences(rows: pd.DataFrame) -> list[str]:
                 if len(finished) == group["method"].nunique()
                 else f"; finished so far: {', '.join(finished)}"
             )
+            measured = column_or_nan(done, "step measured on")
+            known = sorted({cpu for cpu in measured.dropna() if cpu != CPU_NOT_RECORDED})
             lines.append(
                 f"{name}: each method gets the same {number_text(budget.iloc[0], 0)} minutes "
-                f"of training on this machine{on}: as many optimiser steps as its step time, "
-                "measured before training, fits in them (its train min is the wall clock it "
-                "took, which other work on the machine, or steps that grow slower as it learns, "
-                f"can lengthen){so_far}."
+                f"of training{on} on the CPU its step time was measured on"
+                f"{' (' + '; '.join(known) + ')' if known else ''}: as many optimiser steps "
+                "as its step time, measured before training, fits in them (its train min is "
+                "the wall clock it took, which other work on the machine, or steps that grow "
+                f"slower as it learns, can lengthen){so_far}."
             )
+            trained = column_or_nan(done, "cpu")
+            moved = [
+                f"{run} ({cpu})"
+                for run, cpu, timed in zip(_run_names(done), trained, measured, strict=True)
+                if timed in known and isinstance(cpu, str) and cpu not in (timed, CPU_NOT_RECORDED)
+            ]
+            if moved:
+                lines[-1] += (
+                    " These runs trained their steps on another CPU or in another precision, "
+                    f"so their train min are that CPU's: {'; '.join(moved)}."
+                )
             continue
         epochs = "; ".join(
             f"{method.replace(' (proposed)', '')} {_span(runs['epochs'], 0)}"
@@ -251,10 +278,9 @@ def training_end_sentences(rows: pd.DataFrame) -> list[str]:
     """
     lines = []
     for name, done in rows[rows["status"] == "done"].groupby("data set", sort=False):
-        seeds = column_or_nan(done, "seed")
-        runs = {  # index -> "method, seed N" (the method alone where no seed is recorded)
-            i: method if math.isnan(seed) else f"{method}, seed {seed:.0f},"
-            for i, method, seed in zip(done.index, done["method"], seeds, strict=True)
+        runs = {  # index -> the run's name, a comma after its seed for the sentence
+            i: run if run == method else f"{run},"
+            for i, run, method in zip(done.index, _run_names(done), done["method"], strict=True)
         }
         for i in done.index[column_or_nan(done, "still improving") == "yes"]:
             lines.append(
@@ -276,7 +302,8 @@ def frozen_augmentation_rows(rows: pd.DataFrame) -> pd.DataFrame:
     first epoch's augmentation): ``augmentation each epoch`` False; unrecorded counts as
     drawn each epoch."""
     done = rows[rows["status"] == "done"]
-    return done[~column_or_nan(done, "augmentation each epoch").fillna(True).astype(bool)]
+    drawn = column_or_nan(done, "augmentation each epoch").astype(object)
+    return done[~drawn.where(drawn.notna(), True).astype(bool)]
 
 
 def defect_warning(rows: pd.DataFrame) -> str:

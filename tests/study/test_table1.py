@@ -225,6 +225,9 @@ def test_equal_compute_gives_each_method_the_steps_its_step_time_buys(tmp_path, 
     assert proposed["still improving"] in ("yes", "no")
     budgets = json.loads((tmp_path / "budget.json").read_text())
     assert set(budgets) == {"proposed-seed0", "hovernet-seed0"}
+    # timed and trained on this CPU in one precision: the two records name it alike
+    assert budgets["hovernet-seed0"]["measured_on"] == hovernet["step measured on"]
+    assert hovernet["step measured on"] == hovernet["cpu"] != "not recorded"
 
     def no_measure(trainer, steps, warmup):
         raise AssertionError("the step time was measured again")
@@ -320,6 +323,7 @@ def test_training_record_says_whether_validation_was_still_rising(tmp_path):
         record = compute_budget.training_record(tmp_path, {"minutes": 120, "step_seconds": 0.6})
         assert record["still improving"] == expected
         assert (record["steps"], record["images seen"], record["budget min"]) == (15, 60, 120)
+        assert record["step measured on"] == "not recorded"  # a budget from before the record
     history.to_csv(tmp_path / "history.csv", index=False)
     assert compute_budget.training_record(tmp_path, None)["still improving"] == "not validated"
 

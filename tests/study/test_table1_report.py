@@ -222,11 +222,21 @@ def test_a_value_outside_its_interval_is_drawn_where_it_is():
 def test_the_protocol_sentence_tells_equal_compute_from_equal_epochs():
     equal = _two_seeds().assign(**{"budget min": 150.0, "threads": 1.0, "epochs": 50})
     assert protocol_sentences(equal) == [
-        "consep: each method gets the same 150 minutes of training on this machine (1 thread "
-        "each): as many optimiser steps as its step time, measured before training, fits in "
-        "them (its train min is the wall clock it took, which other work on the machine, or "
-        "steps that grow slower as it learns, can lengthen)."
+        "consep: each method gets the same 150 minutes of training (1 thread each) on the CPU "
+        "its step time was measured on: as many optimiser steps as its step time, measured "
+        "before training, fits in them (its train min is the wall clock it took, which other "
+        "work on the machine, or steps that grow slower as it learns, can lengthen)."
     ]
+    timed, other = "Xeon (bf16; avx512_bf16)", "EPYC (float32; avx2)"
+    moved = equal.assign(**{"step measured on": timed, "cpu": timed})
+    moved.loc[moved["method"] == "HoVer-Net", "cpu"] = other
+    moved.loc[moved["method"] == "Mask R-CNN", "cpu"] = "not recorded"
+    (sentence,) = protocol_sentences(moved)
+    assert f"measured on ({timed}):" in sentence
+    assert sentence.endswith(
+        "These runs trained their steps on another CPU or in another precision, so their "
+        f"train min are that CPU's: HoVer-Net, seed 0 ({other}); HoVer-Net, seed 1 ({other})."
+    )
     started = equal[equal["method"] != "HoVer-Net"].assign(
         status=lambda rows: rows["status"].where(rows["method"] == PROPOSED, "pending")
     )
