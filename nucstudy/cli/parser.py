@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = commands.add_parser(
         "tune",
-        help="choose HoVer-Net's two post-processing thresholds on each run's validation patches",
+        help="choose HoVer-Net's post-processing thresholds on each run's validation patches "
+        "(and score flip TTA there)",
     )
     tune.add_argument("run_dirs", type=Path, nargs="+", help="run folders (checkpoints/best.pt)")
     tune.add_argument("--device", default="auto")

@@ -119,18 +119,19 @@ def predict_command(args: argparse.Namespace) -> int:
 
 
 def tune_command(args: argparse.Namespace) -> int:
-    from nucstudy.study.tuning import save_thresholds, tune_thresholds
+    from nucstudy.study.tuning import flip_tta_pq, save_thresholds, tune_thresholds
 
     check_run_dirs(args.run_dirs)
     for run_dir in args.run_dirs:
         best, grid = tune_thresholds(run_dir, device=args.device)
-        path = save_thresholds(run_dir, best, grid)
+        tta_pq = flip_tta_pq(run_dir, best, device=args.device)
+        path = save_thresholds(run_dir, best, grid, tta_pq)
         default = grid["val pq"].iloc[0]
         marker = "HoVer-Net's" if best.min_marker_um2 is None else f"{best.min_marker_um2:g} um²"
         print(
             f"{run_dir}: foreground {best.foreground:g}, energy {best.energy:g}, smallest "
             f"marker {marker} (validation PQ {grid['val pq'].max():.4f}; HoVer-Net's: "
-            f"{default:.4f}) -> {path}"
+            f"{default:.4f}; these with flip TTA: {tta_pq:.4f}) -> {path}"
         )
     return 0
 

@@ -9,7 +9,10 @@ validation patches of its run (the held-out side of :func:`nucstudy.data.split_b
 of its training source: never the test split, never another data set), scores every
 combination of a small grid by binary PQ (classes ignored, per patch, averaged over the
 patches), and :func:`save_thresholds` writes the best to ``thresholds.json`` beside the
-checkpoints. The kernel sizes stay HoVer-Net's, scaled to the resolution.
+checkpoints. The kernel sizes stay HoVer-Net's, scaled to the resolution. The same file
+records the validation PQ with flip test-time augmentation at those thresholds
+(:func:`flip_tta_pq`), so that whether to score a run with ``--tta`` is decided on
+validation too.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from nucstudy.data import split_by_source
 from nucstudy.engine.device import resolve_device
 from nucstudy.engine.inference import images_to_tensor
 from nucstudy.engine.methods import DenseMethod, method_for
+from nucstudy.engine.model_file import TrainedModel
 from nucstudy.metrics import conic_metrics
 from nucstudy.postprocess import Thresholds, hover_postprocess
 from nucstudy.study.evaluate import load_run_model
@@ -37,6 +41,7 @@ __all__ = [
     "FOREGROUND_GRID",
     "MIN_MARKER_GRID",
     "THRESHOLDS_FILE",
+    "flip_tta_pq",
     "read_thresholds",
     "save_thresholds",
     "tune_thresholds",
@@ -79,6 +84,44 @@ def tune_thresholds(
     Raises:
         ValueError: the run's network has no HoVer-Net post-processing.
     """
+    model, np_prob, hv, true = _validation_maps(run_dir, device, batch_size, tta=False)
+    default = Thresholds()
+    grid_values = itertools.product(foreground_grid, energy_grid, min_marker_grid)
+    candidates = [default] + [Thresholds(*values) for values in grid_values]
+    candidates = list(dict.fromkeys(candidates))  # HoVer-Net's once, first
+    rows = [
+        {
+            "foreground": chosen.foreground,
+            "energy": chosen.energy,
+            "min marker um2": chosen.min_marker_um2,
+            "val pq": _binary_pq(model, np_prob, hv, true, chosen),
+        }
+        for chosen in candidates
+    ]
+    grid = pd.DataFrame(rows)
+    return candidates[int(grid["val pq"].to_numpy().argmax())], grid
+
+
+def flip_tta_pq(
+    run_dir: str | os.PathLike, thresholds: Thresholds, device: str = "auto", batch_size: int = 16
+) -> float:
+    """Binary PQ on a run's validation patches (as :func:`tune_thresholds` scores them) with
+    its maps averaged over the four flips (``nucstudy evaluate --tta``), at ``thresholds``:
+    beside the tuned ``val pq``, it says on validation, not on the test split, whether the
+    flips are worth four forward passes a patch."""
+    model, np_prob, hv, true = _validation_maps(run_dir, device, batch_size, tta=True)
+    return _binary_pq(model, np_prob, hv, true, thresholds)
+
+
+def _validation_maps(
+    run_dir: str | os.PathLike, device: str, batch_size: int, tta: bool
+) -> tuple[TrainedModel, np.ndarray, np.ndarray, np.ndarray]:
+    """A run's model, its NP probability and HV maps (N x H x W and N x H x W x 2, float32)
+    on its validation patches, and their labels with every nucleus class 1 (N x H x W x 2).
+
+    Raises:
+        ValueError: the run's network has no HoVer-Net post-processing.
+    """
     model = load_run_model(run_dir)
     config = ExperimentConfig.of_model(model)
     if not isinstance(method_for(model.network), DenseMethod):
@@ -89,38 +132,27 @@ def tune_thresholds(
     device_t = resolve_device(device)
     network, method = model.network.to(device_t).eval(), method_for(model.network)
     outputs = [
-        method.predict(
-            network, images_to_tensor(images[i : i + batch_size], device_t), False, True
-        )
+        method.predict(network, images_to_tensor(images[i : i + batch_size], device_t), tta, True)
         for i in range(0, len(images), batch_size)
     ]
     np_prob, hv = (np.concatenate([o[k] for o in outputs]).astype(np.float32) for k in (0, 1))
-    true = _one_class(labels[..., 0])
-    default = Thresholds()
-    grid_values = itertools.product(foreground_grid, energy_grid, min_marker_grid)
-    candidates = [default] + [Thresholds(*values) for values in grid_values]
-    candidates = list(dict.fromkeys(candidates))  # HoVer-Net's once, first
-    rows = []
-    for chosen in candidates:
-        inst = np.stack(
-            [
-                hover_postprocess(
-                    p, h, np.zeros(p.shape, np.int32), model.mpp, model.postprocess, chosen
-                ).inst_map
-                for p, h in zip(np_prob, hv, strict=True)
-            ]
-        )
-        pq = conic_metrics(_one_class(inst), true, data.scheme)["pq"]
-        rows.append(
-            {
-                "foreground": chosen.foreground,
-                "energy": chosen.energy,
-                "min marker um2": chosen.min_marker_um2,
-                "val pq": float(pq),
-            }
-        )
-    grid = pd.DataFrame(rows)
-    return candidates[int(grid["val pq"].to_numpy().argmax())], grid
+    return model, np_prob, hv, _one_class(labels[..., 0])
+
+
+def _binary_pq(
+    model: TrainedModel, np_prob: np.ndarray, hv: np.ndarray, true: np.ndarray, chosen: Thresholds
+) -> float:
+    """Binary PQ of the maps post-processed with ``chosen`` against ``true`` (per patch,
+    averaged over the patches)."""
+    inst = np.stack(
+        [
+            hover_postprocess(
+                p, h, np.zeros(p.shape, np.int32), model.mpp, model.postprocess, chosen
+            ).inst_map
+            for p, h in zip(np_prob, hv, strict=True)
+        ]
+    )
+    return float(conic_metrics(_one_class(inst), true, model.scheme)["pq"])
 
 
 def _one_class(instances: np.ndarray) -> np.ndarray:
@@ -128,10 +160,12 @@ def _one_class(instances: np.ndarray) -> np.ndarray:
     return np.stack([instances, (instances > 0).astype(np.int32)], axis=-1).astype(np.int32)
 
 
-def save_thresholds(run_dir: str | os.PathLike, best: Thresholds, grid: pd.DataFrame) -> Path:
+def save_thresholds(
+    run_dir: str | os.PathLike, best: Thresholds, grid: pd.DataFrame, tta_pq: float | None = None
+) -> Path:
     """Write ``thresholds.json`` into the run folder: the chosen thresholds, their validation
-    PQ, HoVer-Net's, and the whole grid (its first row HoVer-Net's, as
-    :func:`tune_thresholds` lists it)."""
+    PQ, HoVer-Net's, their validation PQ with flip TTA where measured (:func:`flip_tta_pq`),
+    and the whole grid (its first row HoVer-Net's, as :func:`tune_thresholds` lists it)."""
     default = grid["val pq"].iloc[:1]
     record = {
         "foreground": best.foreground,
@@ -139,6 +173,7 @@ def save_thresholds(run_dir: str | os.PathLike, best: Thresholds, grid: pd.DataF
         "min marker um2": best.min_marker_um2,
         "val pq": float(grid["val pq"].max()),
         "val pq with HoVer-Net's": float(default.iloc[0]) if len(default) else None,
+        "val pq with flip TTA": tta_pq,
         "chosen on": "the run's validation patches (binary PQ)",
         "grid": json.loads(grid.to_json(orient="records")),
     }

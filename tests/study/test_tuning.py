@@ -17,6 +17,8 @@ from nucstudy.study.tuning import (
     FOREGROUND_GRID,
     MIN_MARKER_GRID,
     THRESHOLDS_FILE,
+    _validation_maps,
+    flip_tta_pq,
     read_thresholds,
     save_thresholds,
     tune_thresholds,
@@ -100,6 +102,10 @@ def test_tune_then_evaluate_and_ood_with_the_tuned_thresholds(tmp_path, train_sm
     assert read_thresholds(config.run_dir) == best
     assert record["val pq"] == pytest.approx(grid["val pq"].max())
     assert record["val pq with HoVer-Net's"] == pytest.approx(grid["val pq"].iloc[0])
+    tta_pq = flip_tta_pq(config.run_dir, best, device="cpu")
+    assert record["val pq with flip TTA"] == pytest.approx(tta_pq) and 0 <= tta_pq <= 1
+    flipped, plain = (_validation_maps(config.run_dir, "cpu", 16, tta)[1] for tta in (True, False))
+    assert flipped.shape == plain.shape and not np.allclose(flipped, plain)  # the flips were run
     save_thresholds(tmp_path, Thresholds(0.6, 0.7, 5.0), grid)
     assert read_thresholds(tmp_path) == Thresholds(0.6, 0.7, 5.0)
 
